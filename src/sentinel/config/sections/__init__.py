@@ -1,0 +1,1 @@
+"""One reader per top-level configuration block."""
