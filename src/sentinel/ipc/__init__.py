@@ -1,0 +1,47 @@
+"""The supervisor ↔ worker channel: one Unix stream socket per worker, framed messages.
+
+Frame: u32 big-endian length of what follows, a type byte, then the payload. Type 1 carries a
+JSON control message; later types carry span batches and metric deltas.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import struct
+from typing import Any
+
+CONTROL = 1
+_HEADER = struct.Struct(">IB")
+MAX_FRAME = 64 * 1024 * 1024
+
+
+def encode(kind: int, payload: bytes) -> bytes:
+    return _HEADER.pack(len(payload) + 1, kind) + payload
+
+
+def encode_control(message: dict[str, Any]) -> bytes:
+    return encode(CONTROL, json.dumps(message, separators=(",", ":")).encode())
+
+
+async def read_frame(reader: asyncio.StreamReader) -> tuple[int, bytes] | None:
+    """The next frame, or None at end of stream."""
+    try:
+        header = await reader.readexactly(_HEADER.size)
+    except asyncio.IncompleteReadError:
+        return None
+    length, kind = _HEADER.unpack(header)
+    if length < 1 or length > MAX_FRAME:
+        raise ValueError(f"bad frame length {length}")
+    try:
+        payload = await reader.readexactly(length - 1)
+    except asyncio.IncompleteReadError:
+        return None
+    return kind, payload
+
+
+def decode_control(payload: bytes) -> dict[str, Any]:
+    message = json.loads(payload)
+    if not isinstance(message, dict):
+        raise ValueError("control message is not an object")
+    return message

@@ -1,0 +1,1 @@
+"""The HTTP data plane: listener protocol, router, builtin handlers (SPEC §3)."""

@@ -1,0 +1,595 @@
+"""One request/response exchange on a client connection: route, answer or proxy, stream both ways.
+
+The exchange is the `ResponseSink` of its upstream connection. Request bodies are streamed to the
+upstream as they arrive (buffered only while the upstream connection is being opened), responses are
+streamed to the client; each side pauses the other when its write buffer fills.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import TYPE_CHECKING
+
+import httptools
+
+from sentinel.proxy.builtins import ERROR_JSON
+from sentinel.proxy.errors import error_body, reason
+from sentinel.proxy.headers import (
+    HOP_BY_HOP,
+    LAST_CHUNK,
+    REPLACED_DOWNSTREAM,
+    REPLACED_UPSTREAM,
+    apply_ops,
+    chunk,
+    connection_tokens,
+)
+from sentinel.proxy.router import RequestView
+from sentinel.tracing.correlation import INCOMING_HEADERS, is_valid_incoming
+
+if TYPE_CHECKING:
+    from sentinel.proxy.listener import HttpProtocol, RouteRuntime
+    from sentinel.upstream.connection import TargetPool, UpstreamConnection
+    from sentinel.upstream.target import TargetState
+
+IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
+_INCOMING_ID_HEADERS = tuple(h.encode() for h in INCOMING_HEADERS)
+_BUFFER_HIGH = 256 * 1024
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+# How the response body is framed towards the client.
+_NO_BODY, _LENGTH, _CHUNKED, _UNTIL_CLOSE = 0, 1, 2, 3
+
+
+class Exchange:
+    __slots__ = (
+        "attempts",
+        "body_buffer",
+        "body_buffered",
+        "chunked",
+        "client_keep_alive",
+        "conn",
+        "connect_task",
+        "content_length",
+        "correlation_id",
+        "done",
+        "expect_continue",
+        "h",
+        "headers",
+        "http10",
+        "last_failure",
+        "method",
+        "mode",
+        "path",
+        "pending_error",
+        "proto",
+        "query",
+        "raw_url",
+        "request_body_bytes",
+        "request_done",
+        "response_bytes",
+        "response_started",
+        "route",
+        "started",
+        "status",
+        "timer",
+        "tried",
+        "upgrade",
+    )
+
+    def __init__(self, proto: HttpProtocol, raw_url: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+        parser = proto.parser
+        self.proto = proto
+        self.method: bytes = parser.get_method()
+        self.http10 = parser.get_http_version() == "1.0"
+        self.client_keep_alive: bool = parser.should_keep_alive()
+        self.upgrade: bool = parser.should_upgrade()
+        self.raw_url = raw_url
+        self.headers = headers
+        h: dict[bytes, bytes] = {}
+        for name, value in headers:
+            lower = name.lower()
+            if lower not in h:
+                h[lower] = value
+        self.h = h
+        length = h.get(b"content-length")
+        self.content_length = int(length) if length is not None else None
+        self.chunked = b"transfer-encoding" in h
+        self.request_done = False
+        self.expect_continue = h.get(b"expect", b"").lower() == b"100-continue"
+        self.body_buffer: list[bytes] = []
+        self.body_buffered = 0
+        self.request_body_bytes = 0
+        self.started = False
+        self.done = False
+        self.response_started = False
+        self.route: RouteRuntime | None = None
+        self.conn: UpstreamConnection | None = None
+        self.connect_task: asyncio.Task[None] | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.tried: list[TargetState] = []
+        self.attempts = 0
+        self.last_failure = ""
+        self.status = 0
+        self.response_bytes = 0
+        self.mode = _NO_BODY
+        self.correlation_id = ""
+        self.path = ""
+        self.query = ""
+        self.pending_error: tuple[int, str] | None = None
+
+    # -- request side -------------------------------------------------------------------------------
+
+    def request_body(self, data: bytes) -> None:
+        self.request_body_bytes += len(data)
+        if self.request_body_bytes > self.proto.ctx.limits.max_body_size:
+            self.fail_request(413, "request body too large")
+            return
+        conn = self.conn
+        if conn is not None and conn.transport is not None:
+            if self.chunked:
+                conn.transport.writelines(chunk(data))
+            else:
+                conn.transport.write(data)
+            return
+        if self.done:
+            return  # answered already (an error); the rest of the body is read and dropped
+        self.body_buffer.append(data)
+        self.body_buffered += len(data)
+        if self.body_buffered > _BUFFER_HIGH:
+            self.proto.pause_reading()
+
+    def request_complete(self) -> None:
+        self.request_done = True
+        conn = self.conn
+        if self.chunked and conn is not None and conn.transport is not None:
+            conn.transport.write(LAST_CHUNK)
+
+    def upgrade_data(self, data: bytes) -> None:
+        """Bytes the client sent after an Upgrade request head: they belong to the new protocol."""
+        self.request_done = True
+        if data:
+            self.body_buffer.append(data)
+
+    def fail_request(self, status: int, message: str) -> None:
+        """The request turned out bad while being read (body too large, malformed body)."""
+        self.proto.closing = True
+        if self.done:
+            return
+        if not self.started:
+            self.pending_error = (status, message)  # answered when its turn comes
+            return
+        self._release_upstream(reusable=False)
+        if self.connect_task is not None:
+            self.connect_task.cancel()
+            self.connect_task = None
+        if self.response_started:
+            if self.proto.transport is not None:
+                self.proto.transport.abort()
+            self._finish(keep_alive=False)
+            return
+        self.send_error(status, message)
+
+    # -- start --------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Run the exchange; called once it is at the head of the connection's pipeline."""
+        self.started = True
+        proto = self.proto
+        ctx = proto.ctx
+        if self.pending_error is not None:
+            self.correlation_id = ctx.new_id()
+            self.send_error(*self.pending_error)
+            return
+        try:
+            url = httptools.parse_url(self.raw_url)
+        except httptools.HttpParserInvalidURLError:
+            self.correlation_id = ctx.new_id()
+            self.send_error(400, "invalid request target")
+            return
+        self.path = url.path.decode("latin-1") if url.path else "/"
+        self.query = url.query.decode("latin-1") if url.query else ""
+        self.correlation_id = self._correlation_id()
+
+        if self.content_length is not None and self.content_length > ctx.limits.max_body_size:
+            self.proto.closing = True  # the body will not be read
+            self.send_error(413, "request body too large")
+            return
+        if self.http10 is False and b"host" not in self.h:
+            self.send_error(400, "missing Host header")
+            return
+
+        host = self.h.get(b"host", b"").decode("latin-1")
+        view = RequestView(
+            method=self.method.decode("latin-1"),
+            path=self.path,
+            query=self.query,
+            host=_strip_port(host).lower(),
+            headers={n.decode("latin-1"): v.decode("latin-1") for n, v in self.h.items()},
+        )
+        compiled = ctx.router.match(view)
+        if compiled is None:
+            self.send_error(404, "no route matches this request")
+            return
+        route = self.route = ctx.runtime(compiled)
+        handler = route.config.builtin_handler
+        if handler is not None:
+            answer = ctx.builtins.handle(handler, self.correlation_id)
+            self.send_simple(
+                answer.status,
+                answer.content_type,
+                answer.body,
+                b"x-request-id: %s\r\ncache-control: no-cache, no-store, must-revalidate\r\n"
+                % self.correlation_id.encode(),
+            )
+            return
+        self.attempt()
+
+    def _correlation_id(self) -> str:
+        h = self.h
+        for name in _INCOMING_ID_HEADERS:
+            value = h.get(name)
+            if value is not None:
+                text = value.decode("latin-1")
+                if is_valid_incoming(text):
+                    return text
+        return self.proto.ctx.new_id()
+
+    # -- upstream -----------------------------------------------------------------------------------
+
+    def attempt(self) -> None:
+        route = self.route
+        assert route is not None
+        cluster = route.cluster
+        assert cluster is not None
+        target = cluster.pick(self.proto.client_ip, self.h, self.tried)
+        if target is None:
+            if self.last_failure:
+                self._give_up()
+            else:
+                self.send_error(503, "no healthy upstream target")
+            return
+        self.tried.append(target)
+        self.attempts += 1
+        pool = cluster.pools[target.key]
+        conn = pool.take_idle()
+        if conn is not None:
+            self.send(conn, target)
+        else:
+            self.connect_task = self.proto.loop.create_task(self._connect(pool, target))
+
+    async def _connect(self, pool: TargetPool, target: TargetState) -> None:
+        route = self.route
+        assert route is not None and route.cluster is not None
+        try:
+            conn = await pool.connect(route.cluster.config.timeouts.connect_secs)
+        except TimeoutError:
+            self._connect_failed(target, "connect_timeout")
+            return
+        except OSError:
+            self._connect_failed(target, "connect_refused")
+            return
+        finally:
+            self.connect_task = None
+        if self.done:
+            pool.release(conn)
+            return
+        self.send(conn, target)
+
+    def _connect_failed(self, target: TargetState, failure: str) -> None:
+        target.record_failure(_monotonic())
+        self.last_failure = failure
+        if self.done:
+            return
+        route = self.route
+        assert route is not None
+        # Nothing was sent: a failed connect may go to another target whatever the method.
+        if self.attempts < route.max_attempts:
+            self.attempt()
+        else:
+            self._give_up()
+
+    def send(self, conn: UpstreamConnection, target: TargetState) -> None:
+        route = self.route
+        assert route is not None and route.cluster is not None
+        self.conn = conn
+        target.inflight += 1
+        conn.start(self, self.method == b"HEAD")
+        transport = conn.transport
+        assert transport is not None
+        transport.write(self._upstream_head(route))
+        if self.body_buffer and not self.upgrade:
+            pieces: list[bytes] = []
+            for data in self.body_buffer:
+                pieces.extend(chunk(data) if self.chunked else (data,))
+            transport.writelines(pieces)
+            self.body_buffer = []
+            self.body_buffered = 0
+            self.proto.resume_reading()
+        if self.request_done and self.chunked:
+            transport.write(LAST_CHUNK)
+        elif self.expect_continue and not self.request_done and self.proto.transport is not None:
+            self.proto.transport.write(_CONTINUE)
+        self.expect_continue = False
+        self._arm_read_timer(route.cluster.config.timeouts.read_secs)
+
+    def _upstream_head(self, route: RouteRuntime) -> bytes:
+        h = self.h
+        drop = HOP_BY_HOP | connection_tokens(h.get(b"connection")) | REPLACED_UPSTREAM
+        out: list[tuple[bytes, bytes]] = []
+        forwarded_for: bytes | None = None
+        for name, value in self.headers:
+            lower = name.lower()
+            if lower in drop:
+                continue
+            if lower == b"x-forwarded-for":
+                forwarded_for = value if forwarded_for is None else forwarded_for + b", " + value
+                continue
+            out.append((name, value))
+        client_ip = self.proto.client_ip.encode()
+        out.append((b"x-forwarded-for", forwarded_for + b", " + client_ip if forwarded_for else client_ip))
+        out.append((b"x-forwarded-proto", self.proto.ctx.scheme))
+        if b"host" in h:
+            out.append((b"x-forwarded-host", h[b"host"]))
+        else:
+            target = self.tried[-1]
+            out.append((b"host", target.key.encode()))
+        out.append((b"x-correlation-id", self.correlation_id.encode()))
+        if route.request_ops:
+            apply_ops(out, route.request_ops)
+        if self.upgrade:
+            out.append((b"connection", b"upgrade"))
+            out.append((b"upgrade", h.get(b"upgrade", b"")))
+        elif self.chunked:
+            out.append((b"transfer-encoding", b"chunked"))
+        elif self.content_length is not None:
+            out.append((b"content-length", str(self.content_length).encode()))
+        return b"%s %s HTTP/1.1\r\n%s\r\n" % (
+            self.method,
+            self.raw_url,
+            b"".join(b"%s: %s\r\n" % pair for pair in out),
+        )
+
+    # -- ResponseSink -------------------------------------------------------------------------------
+
+    def on_response_head(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        proto = self.proto
+        route = self.route
+        assert route is not None
+        self.status = status
+        lowered = [(n.lower(), n, v) for n, v in headers]
+        drop = (
+            HOP_BY_HOP
+            | REPLACED_DOWNSTREAM
+            | connection_tokens(next((v for ln, _, v in lowered if ln == b"connection"), None))
+        )
+        has_length = any(ln == b"content-length" for ln, _, _ in lowered)
+        out = [(n, v) for ln, n, v in lowered if ln not in drop]
+        out.append((b"x-correlation-id", self.correlation_id.encode()))
+        if route.response_ops:
+            apply_ops(out, route.response_ops)
+        if status == 101:
+            out.append((b"connection", b"upgrade"))
+            upgrade = next((v for ln, _, v in lowered if ln == b"upgrade"), b"")
+            out.append((b"upgrade", upgrade))
+            self.mode = _UNTIL_CLOSE
+        elif self.method == b"HEAD" or status in (204, 304):
+            self.mode = _NO_BODY
+        elif has_length:
+            self.mode = _LENGTH
+        elif not self.http10:
+            self.mode = _CHUNKED
+            out.append((b"transfer-encoding", b"chunked"))
+        else:
+            self.mode = _UNTIL_CLOSE
+        if not self._client_keep_alive():
+            out.append((b"connection", b"close"))
+        elif self.http10:
+            out.append((b"connection", b"keep-alive"))
+        self.response_started = True
+        if proto.transport is not None:
+            proto.transport.write(
+                b"HTTP/1.1 %d %s\r\n%s\r\n"
+                % (status, reason(status).encode(), b"".join(b"%s: %s\r\n" % pair for pair in out))
+            )
+        if status == 101:
+            self._start_tunnel()
+
+    def on_response_body(self, data: bytes) -> None:
+        transport = self.proto.transport
+        if transport is None:
+            return
+        self.response_bytes += len(data)
+        if self.mode == _CHUNKED:
+            transport.writelines(chunk(data))
+        else:
+            transport.write(data)
+
+    def on_response_complete(self) -> None:
+        self._cancel_timer()
+        conn, self.conn = self.conn, None
+        target = self.tried[-1]
+        target.inflight -= 1
+        if self.status >= 500:
+            target.record_failure(_monotonic())
+        else:
+            target.record_success()
+        transport = self.proto.transport
+        if self.status == 101:
+            # The tunnel ended (the upstream closed): end the client side too.
+            if transport is not None:
+                transport.close()
+            self._finish(keep_alive=False)
+            return
+        if self.mode == _CHUNKED and transport is not None:
+            transport.write(LAST_CHUNK)
+        if conn is not None:
+            if self.request_done:
+                self._pool_of(target).release(conn)
+            else:
+                conn.close()  # the request body was not all sent: the connection's state is unknown
+        self._finish(keep_alive=self._client_keep_alive() and self.mode != _UNTIL_CLOSE)
+
+    def on_upstream_error(self, failure: str, exc: BaseException | None) -> None:
+        self._cancel_timer()
+        conn, self.conn = self.conn, None
+        target = self.tried[-1]
+        target.inflight -= 1
+        if conn is not None:
+            conn.abort()
+        if self.done:
+            return
+        if self.response_started:
+            # Half a response is worse than none: cut the client off so it sees the failure.
+            target.record_failure(_monotonic())
+            if self.proto.transport is not None:
+                self.proto.transport.abort()
+            self._finish(keep_alive=False)
+            return
+        stale = conn is not None and conn.reused and not conn.received_any and failure in ("closed", "reset")
+        if not stale:
+            target.record_failure(_monotonic())
+        self.last_failure = failure
+        route = self.route
+        assert route is not None
+        body_sent = self.request_body_bytes > 0 or self.content_length not in (None, 0)
+        if stale and not body_sent and self.attempts <= route.max_attempts:
+            # A pooled connection the peer had closed: retry once on a fresh one, nothing was processed.
+            self.tried.pop()
+            self.attempt()
+            return
+        if self.method in IDEMPOTENT and not body_sent and self.attempts < route.max_attempts:
+            self.attempt()
+            return
+        self._give_up()
+
+    def on_upstream_writable(self, writable: bool) -> None:
+        if writable:
+            self.proto.resume_reading()
+        else:
+            self.proto.pause_reading()
+
+    def client_writable(self, writable: bool) -> None:
+        conn = self.conn
+        if conn is None or conn.transport is None:
+            return
+        if writable:
+            conn.transport.resume_reading()
+        else:
+            conn.transport.pause_reading()
+
+    def client_gone(self) -> None:
+        """The client connection closed: drop whatever is in flight."""
+        self._cancel_timer()
+        if self.connect_task is not None:
+            self.connect_task.cancel()
+            self.connect_task = None
+        if self.conn is not None:
+            self.tried[-1].inflight -= 1
+            self.conn.abort()
+            self.conn = None
+        self.done = True
+
+    # -- timeouts -----------------------------------------------------------------------------------
+
+    def _arm_read_timer(self, delay: float) -> None:
+        self._cancel_timer()
+        self.timer = self.proto.loop.call_later(delay, self._check_read, delay)
+
+    def _check_read(self, delay: float) -> None:
+        self.timer = None
+        conn = self.conn
+        if conn is None:
+            return
+        idle = self.proto.loop.time() - conn.last_read
+        if idle < delay:
+            self.timer = self.proto.loop.call_later(delay - idle, self._check_read, delay)
+            return
+        self.on_upstream_error("timeout", None)
+
+    def _cancel_timer(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    # -- answers ------------------------------------------------------------------------------------
+
+    def _give_up(self) -> None:
+        failure = self.last_failure
+        if failure in ("timeout", "connect_timeout"):
+            self.send_error(504, "upstream timed out")
+        else:
+            self.send_error(502, f"upstream failed ({failure})")
+
+    def _client_keep_alive(self) -> bool:
+        return self.client_keep_alive and not self.proto.closing and self.request_done and not self.upgrade
+
+    def send_error(self, status: int, message: str) -> None:
+        if not self.correlation_id:
+            self.correlation_id = self.proto.ctx.new_id()
+        body = error_body(status, message, os.urandom(16).hex(), self.correlation_id)
+        self.send_simple(status, ERROR_JSON, body, b"x-correlation-id: %s\r\n" % self.correlation_id.encode())
+
+    def send_simple(self, status: int, content_type: bytes, body: bytes, extra: bytes) -> None:
+        self.status = status
+        self.response_started = True
+        keep_alive = self._client_keep_alive()
+        transport = self.proto.transport
+        if transport is not None:
+            self.response_bytes = len(body)
+            transport.write(
+                b"HTTP/1.1 %d %s\r\ncontent-type: %s\r\ncontent-length: %d\r\n%s%s\r\n%s"
+                % (
+                    status,
+                    reason(status).encode(),
+                    content_type,
+                    len(body),
+                    extra,
+                    b"" if keep_alive else b"connection: close\r\n",
+                    b"" if self.method == b"HEAD" else body,
+                )
+            )
+        self._finish(keep_alive)
+
+    def _finish(self, keep_alive: bool) -> None:
+        if self.done:
+            return
+        self.done = True
+        self._cancel_timer()
+        self.proto.exchange_finished(self, keep_alive)
+
+    def _start_tunnel(self) -> None:
+        conn = self.conn
+        proto = self.proto
+        if conn is None or conn.transport is None or proto.transport is None:
+            return
+        proto.tunnel = conn.transport
+        proto.resume_reading()
+        if self.body_buffer:
+            conn.transport.writelines(self.body_buffer)
+            self.body_buffer = []
+
+    def _release_upstream(self, reusable: bool) -> None:
+        conn, self.conn = self.conn, None
+        if conn is None:
+            return
+        self.tried[-1].inflight -= 1
+        if reusable:
+            self._pool_of(self.tried[-1]).release(conn)
+        else:
+            conn.abort()
+
+    def _pool_of(self, target: TargetState) -> TargetPool:
+        route = self.route
+        assert route is not None and route.cluster is not None
+        return route.cluster.pools[target.key]
+
+
+def _strip_port(host: str) -> str:
+    if host.startswith("["):
+        return host[1 : host.find("]")] if "]" in host else host
+    return host.rsplit(":", 1)[0] if ":" in host else host
+
+
+_monotonic = time.monotonic

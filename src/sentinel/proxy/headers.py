@@ -1,0 +1,54 @@
+"""Header rules of the proxy (SPEC §3): hop-by-hop removal, forwarding headers, policies, framing."""
+
+from __future__ import annotations
+
+from sentinel.config.model import HeaderOp
+
+# RFC 9110 §7.6.1 hop-by-hop headers, plus the non-standard Proxy-Connection.
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
+# Set by the proxy itself on the upstream request; an incoming copy is replaced.
+REPLACED_UPSTREAM = frozenset(
+    {b"x-forwarded-proto", b"x-forwarded-host", b"x-correlation-id", b"content-length", b"expect"}
+)
+REPLACED_DOWNSTREAM = frozenset({b"x-correlation-id"})
+
+
+def connection_tokens(value: bytes | None) -> frozenset[bytes]:
+    """The header names listed in a Connection header, lower-cased."""
+    if not value:
+        return frozenset()
+    return frozenset(t.strip().lower() for t in value.split(b",") if t.strip())
+
+
+def compile_ops(ops: tuple[HeaderOp, ...]) -> tuple[tuple[str, bytes, bytes], ...]:
+    """Header ops as bytes, ready for `apply_ops`."""
+    return tuple((op.op, op.name.encode("latin-1"), (op.value or "").encode("latin-1")) for op in ops)
+
+
+def apply_ops(headers: list[tuple[bytes, bytes]], ops: tuple[tuple[str, bytes, bytes], ...]) -> None:
+    """Apply set/add/remove in list order; names compare case-insensitively."""
+    for op, name, value in ops:
+        if op == "add":
+            headers.append((name, value))
+            continue
+        headers[:] = [(n, v) for n, v in headers if n.lower() != name]
+        if op == "set":
+            headers.append((name, value))
+
+
+def chunk(data: bytes) -> list[bytes]:
+    """One chunk of a chunked body, as pieces for writelines."""
+    return [b"%x\r\n" % len(data), data, b"\r\n"]
+
+
+LAST_CHUNK = b"0\r\n\r\n"

@@ -1,0 +1,320 @@
+"""The client side of the data plane: one asyncio protocol per client connection (SPEC §3).
+
+httptools parses the request; when its head is complete an `Exchange` is queued. Exchanges on one
+connection run one at a time, in order (pipelining); while one runs, a following request's body is
+buffered and reading is paused, so memory stays bounded. Everything is callback-driven: a task is
+created only to open a new upstream connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
+
+import httptools
+
+from sentinel.config.model import Config, LimitsConfig, ListenerConfig, ListenerProtocol, RouteConfig
+from sentinel.proxy.builtins import ERROR_JSON, Builtins
+from sentinel.proxy.errors import error_body, reason
+from sentinel.proxy.exchange import Exchange
+from sentinel.proxy.headers import compile_ops
+from sentinel.proxy.router import CompiledRoute, Router
+from sentinel.tracing.correlation import generator
+
+if TYPE_CHECKING:
+    from sentinel.upstream.cluster import Cluster
+
+
+class RequestTooLarge(Exception):
+    """Raised from a parser callback to stop parsing a head over the limits."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass(slots=True)
+class RouteRuntime:
+    """Per-route data computed once per config, not per request."""
+
+    config: RouteConfig
+    template: str | None
+    cluster: Cluster | None
+    request_ops: tuple[tuple[str, bytes, bytes], ...]
+    response_ops: tuple[tuple[str, bytes, bytes], ...]
+    max_attempts: int
+
+
+class ListenerContext:
+    """Everything a connection needs, built once per config and listener."""
+
+    __slots__ = (
+        "builtins",
+        "config",
+        "keepalive_timeout",
+        "limits",
+        "listener",
+        "loop",
+        "new_id",
+        "open_connections",
+        "request_timeout",
+        "router",
+        "routes",
+        "scheme",
+        "server_port",
+    )
+
+    def __init__(
+        self,
+        config: Config,
+        listener: ListenerConfig,
+        builtins: Builtins,
+        clusters: dict[str, Cluster],
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self.config = config
+        self.listener = listener
+        self.router = Router(config, listener)
+        self.builtins = builtins
+        self.limits: LimitsConfig = config.limits
+        self.loop = loop
+        self.new_id = generator(config.system.trace_id_format)
+        self.scheme = b"https" if listener.protocol is ListenerProtocol.HTTPS else b"http"
+        self.server_port = listener.address.port
+        self.request_timeout = listener.request_timeout_secs
+        self.keepalive_timeout = listener.keepalive_timeout_secs
+        self.open_connections: set[HttpProtocol] = set()
+        self.routes: dict[int, RouteRuntime] = {}
+        for compiled in self.router.routes:
+            r = compiled.config
+            self.routes[id(compiled)] = RouteRuntime(
+                config=r,
+                template=compiled.template,
+                cluster=clusters.get(r.upstream) if r.upstream else None,
+                request_ops=compile_ops(r.policies.request_headers),
+                response_ops=compile_ops(r.policies.response_headers),
+                max_attempts=r.retry.max_attempts,
+            )
+
+    def runtime(self, route: CompiledRoute) -> RouteRuntime:
+        return self.routes[id(route)]
+
+
+class HttpProtocol(asyncio.Protocol):
+    """One client connection."""
+
+    def __init__(self, ctx: ListenerContext) -> None:
+        self.ctx = ctx
+        self.loop = ctx.loop
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.client_ip = ""
+        self.client_port = 0
+        self.pipeline: collections.deque[Exchange] = collections.deque()
+        self.parsing: Exchange | None = None  # the exchange whose request is being read
+        self.closing = False
+        self.writable = True
+        self.tunnel: asyncio.Transport | None = None  # upstream transport once upgraded
+        self._read_paused = False
+        self._pending_reject: tuple[int, str] | None = None
+        self._url = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._header_bytes = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._max_header_size = ctx.limits.max_header_size
+        self._max_header_count = ctx.limits.max_header_count
+
+    # -- connection ---------------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
+        self.transport.set_write_buffer_limits(high=256 * 1024)
+        peer = transport.get_extra_info("peername")
+        if peer:
+            self.client_ip, self.client_port = peer[0], peer[1]
+        self.ctx.open_connections.add(self)
+        self._arm_timer(self.ctx.keepalive_timeout)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        self.closing = True
+        self.ctx.open_connections.discard(self)
+        self._cancel_timer()
+        for exchange in self.pipeline:
+            exchange.client_gone()
+        self.pipeline.clear()
+        if self.tunnel is not None:
+            self.tunnel.close()
+            self.tunnel = None
+
+    def pause_writing(self) -> None:
+        self.writable = False
+        if self.pipeline:
+            self.pipeline[0].client_writable(False)
+        elif self.tunnel is not None:
+            self.tunnel.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.writable = True
+        if self.pipeline:
+            self.pipeline[0].client_writable(True)
+        elif self.tunnel is not None:
+            self.tunnel.resume_reading()
+
+    def data_received(self, data: bytes) -> None:
+        if self.tunnel is not None:
+            self.tunnel.write(data)
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as upgrade:
+            offset = int(upgrade.args[0]) if upgrade.args else len(data)
+            exchange = self.parsing
+            if exchange is not None:
+                exchange.upgrade_data(data[offset:])
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__
+            if isinstance(cause, RequestTooLarge):
+                self.reject(cause.status, cause.message)
+            else:
+                raise
+        except httptools.HttpParserError as exc:
+            self.reject(400, f"malformed request: {exc}")
+
+    def eof_received(self) -> bool | None:
+        # A client that half-closes after sending its request still gets its response; an idle
+        # connection or a tunnel ends with it.
+        if (not self.pipeline or self.tunnel is not None) and self.transport is not None:
+            self.transport.close()
+        return True
+
+    # -- timers -------------------------------------------------------------------------------------
+
+    def _arm_timer(self, delay: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self.loop.call_later(delay, self._timed_out) if delay > 0 else None
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _timed_out(self) -> None:
+        self._timer = None
+        if self.transport is None or self.pipeline:
+            return
+        if self._url or self._headers:
+            self.reject(408, "request head not received in time")
+        else:
+            self.transport.close()  # an idle keep-alive connection, or one that never spoke
+
+    # -- httptools callbacks ------------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._url = b""
+        self._headers = []
+        self._header_bytes = 0
+        if not self.pipeline:
+            self._arm_timer(self.ctx.request_timeout)
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        if len(self._url) > self._max_header_size:
+            raise RequestTooLarge(414, "request target too long")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name, value))
+        self._header_bytes += len(name) + len(value)
+        if len(self._headers) > self._max_header_count:
+            raise RequestTooLarge(431, "too many request headers")
+        if self._header_bytes > self._max_header_size:
+            raise RequestTooLarge(431, "request headers too large")
+
+    def on_headers_complete(self) -> None:
+        if not self.pipeline:
+            self._cancel_timer()
+        exchange = Exchange(self, self._url, self._headers)
+        self.parsing = exchange
+        self.pipeline.append(exchange)
+        if len(self.pipeline) == 1:
+            exchange.start()
+        else:
+            self.pause_reading()  # one queued request at a time is enough
+
+    def on_body(self, body: bytes) -> None:
+        if self.parsing is not None:
+            self.parsing.request_body(body)
+
+    def on_message_complete(self) -> None:
+        exchange = self.parsing
+        if exchange is not None:
+            exchange.request_complete()
+
+    # -- flow control -------------------------------------------------------------------------------
+
+    def pause_reading(self) -> None:
+        if not self._read_paused and self.transport is not None:
+            self._read_paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self._read_paused and self.transport is not None:
+            self._read_paused = False
+            self.transport.resume_reading()
+
+    # -- answering ----------------------------------------------------------------------------------
+
+    def exchange_finished(self, exchange: Exchange, keep_alive: bool) -> None:
+        """Called by the exchange at the head of the pipeline once its response is fully written."""
+        if self.pipeline and self.pipeline[0] is exchange:
+            self.pipeline.popleft()
+        if self.transport is None:
+            return
+        if not keep_alive:
+            self.closing = True
+            self.transport.close()
+            return
+        if self.pipeline:
+            self.pipeline[0].start()
+        elif self._pending_reject is not None:
+            self.reject(*self._pending_reject)
+            return
+        elif self.closing:
+            self.transport.close()
+            return
+        else:
+            self._arm_timer(self.ctx.keepalive_timeout)
+        if len(self.pipeline) <= 1 and self._pending_reject is None:
+            self.resume_reading()
+
+    def reject(self, status: int, message: str) -> None:
+        """Answer a request the proxy cannot parse or accept, and close: the connection's state is unknown."""
+        if self.transport is None:
+            return
+        parsing = self.parsing
+        if parsing is not None and not parsing.request_done and not parsing.done:
+            # The error is in the body of a request already under way: that request fails.
+            self.pause_reading()
+            parsing.fail_request(status, message)
+            return
+        if self.pipeline:
+            # Earlier requests are still being answered: answer them first, in order, then this.
+            self._pending_reject = (status, message)
+            self.pause_reading()
+            return
+        self._pending_reject = None
+        self.closing = True
+        cid = self.ctx.new_id()
+        body = error_body(status, message, os.urandom(16).hex(), cid)
+        self.transport.write(
+            b"HTTP/1.1 %d %s\r\ncontent-type: %s\r\ncontent-length: %d\r\nx-correlation-id: %s\r\n"
+            b"connection: close\r\n\r\n%s"
+            % (status, reason(status).encode(), ERROR_JSON, len(body), cid.encode(), body)
+        )
+        self.transport.close()

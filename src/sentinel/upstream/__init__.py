@@ -1,0 +1,1 @@
+"""Upstreams: target state, load balancing, connection pools and health (SPEC §4)."""

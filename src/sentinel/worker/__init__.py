@@ -1,0 +1,1 @@
+"""A worker process: serves traffic on the listening sockets the supervisor hands it (SPEC §1, §11)."""

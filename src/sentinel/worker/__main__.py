@@ -1,0 +1,3 @@
+from sentinel.worker.process import main
+
+raise SystemExit(main())

@@ -1,0 +1,152 @@
+"""Worker process entry point and lifecycle.
+
+Started by the supervisor as `python -m sentinel.worker`, with the config text on stdin (so that a
+reload can never race a file being edited), the listening sockets and the control socket inherited
+as file descriptors. It serves until SIGTERM, then drains: stops accepting, lets in-flight requests
+finish up to the grace period, and exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import functools
+import signal
+import socket
+import ssl
+import sys
+import time
+from collections.abc import Sequence
+
+import uvloop
+
+from sentinel.config import ConfigError, load_config_text
+from sentinel.config.model import Config, ListenerConfig, ListenerProtocol
+from sentinel.ipc import CONTROL, decode_control, encode_control, read_frame
+from sentinel.proxy.builtins import Builtins, InstanceInfo
+from sentinel.proxy.listener import HttpProtocol, ListenerContext
+from sentinel.upstream.cluster import Cluster
+
+_SWEEP_INTERVAL = 1.0
+
+
+def tls_context(listener: ListenerConfig) -> ssl.SSLContext | None:
+    if listener.protocol is not ListenerProtocol.HTTPS or listener.tls is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(listener.tls.cert_file, listener.tls.key_file)
+    if listener.tls.ca_file:
+        context.load_verify_locations(listener.tls.ca_file)
+    return context
+
+
+class Worker:
+    def __init__(self, config: Config, sockets: dict[str, socket.socket], control: socket.socket, index: int) -> None:
+        self.config = config
+        self.sockets = sockets
+        self.control = control
+        self.index = index
+        self.contexts: list[ListenerContext] = []
+        self.clusters: dict[str, Cluster] = {}
+        self.servers: list[asyncio.Server] = []
+        self.stopping = asyncio.Event()
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        self.clusters = {uid: Cluster(u, loop) for uid, u in self.config.upstreams.items()}
+        info = InstanceInfo()
+        builtins = Builtins(self.config, info, self.target_health)
+        for listener in self.config.listeners:
+            ctx = ListenerContext(self.config, listener, builtins, self.clusters, loop)
+            self.contexts.append(ctx)
+            server = await loop.create_server(
+                functools.partial(HttpProtocol, ctx),
+                sock=self.sockets[listener.id],
+                ssl=tls_context(listener),
+                backlog=1024,
+            )
+            self.servers.append(server)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stopping.set)
+        reader, self.writer = await asyncio.open_unix_connection(sock=self.control)
+        control_task = loop.create_task(self._read_control(reader))
+        sweep_task = loop.create_task(self._sweep())
+        self.writer.write(encode_control({"type": "ready", "worker": self.index}))
+        await self.stopping.wait()
+        sweep_task.cancel()
+        control_task.cancel()
+        await self._drain()
+        return 0
+
+    def target_health(self, upstream_id: str, target: str) -> str:
+        cluster = self.clusters.get(upstream_id)
+        if cluster is None:
+            return "unknown"
+        for t in cluster.targets:
+            if t.key == target:
+                return t.health_label(time.monotonic())
+        return "unknown"
+
+    async def _read_control(self, reader: asyncio.StreamReader) -> None:
+        while True:
+            frame = await read_frame(reader)
+            if frame is None:
+                # The supervisor is gone: nobody will restart or stop us, so stop now.
+                self.stopping.set()
+                return
+            kind, payload = frame
+            if kind != CONTROL:
+                continue
+            message = decode_control(payload)
+            if message.get("type") == "health":
+                cluster = self.clusters.get(message["upstream"])
+                if cluster is not None:
+                    cluster.set_health(message["target"], bool(message["healthy"]))
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(_SWEEP_INTERVAL)
+            for cluster in self.clusters.values():
+                cluster.sweep()
+
+    async def _drain(self) -> None:
+        """Stop accepting, close idle connections, give in-flight requests the grace period."""
+        for server in self.servers:
+            server.close()
+        deadline = asyncio.get_running_loop().time() + self.config.system.graceful_shutdown_timeout_secs
+        for ctx in self.contexts:
+            for proto in list(ctx.open_connections):
+                proto.closing = True
+                if not proto.pipeline and proto.transport is not None:
+                    proto.transport.close()
+        loop = asyncio.get_running_loop()
+        while any(ctx.open_connections for ctx in self.contexts) and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        for ctx in self.contexts:
+            for proto in list(ctx.open_connections):
+                if proto.transport is not None:
+                    proto.transport.abort()
+        for cluster in self.clusters.values():
+            cluster.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="sentinel-worker")
+    parser.add_argument("--source", required=True)
+    parser.add_argument("--index", type=int, default=0)
+    parser.add_argument("--control-fd", type=int, required=True)
+    parser.add_argument("--listen", action="append", default=[], metavar="LISTENER_ID=FD")
+    args = parser.parse_args(argv)
+    text = sys.stdin.read()
+    try:
+        config = load_config_text(text, args.source)
+    except ConfigError as exc:
+        print(f"sentinel worker: {exc}", file=sys.stderr)
+        return 1
+    sockets: dict[str, socket.socket] = {}
+    for item in args.listen:
+        listener_id, _, fd = item.rpartition("=")
+        sockets[listener_id] = socket.socket(fileno=int(fd))
+    control = socket.socket(fileno=args.control_fd)
+    return uvloop.run(Worker(config, sockets, control, args.index).run())
