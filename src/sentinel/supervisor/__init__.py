@@ -76,6 +76,7 @@ class Supervisor:
         self.sockets: dict[tuple[str, int], socket.socket] = {}
         self.workers: dict[int, WorkerHandle] = {}  # slot -> current worker
         self.retiring: set[WorkerHandle] = set()
+        self.starting: set[WorkerHandle] = set()
         self.stopping = False
         self.done = asyncio.Event()
         self.health = HealthChecker(self.broadcast_health)
@@ -97,9 +98,6 @@ class Supervisor:
                     port = first.getsockname()[1] if first is not None and listener.address.port == 0 else None
                     sock = bind_listener(listener, port)
                     self.sockets[key] = sock
-                    if slot == 0:
-                        bound = sock.getsockname()
-                        log(f"listener {listener.id} on {bound[0]}:{bound[1]}")
                 slots[slot][listener.id] = sock
         return slots
 
@@ -142,8 +140,7 @@ class Supervisor:
             if not self.stopping:
                 log(f"worker {handle.slot} (pid {handle.process.pid}) exited with {code}; restarting")
                 await self._restart(handle.slot)
-        if self.stopping and not self.workers and not self.retiring:
-            self.done.set()
+        self._maybe_done()
 
     async def _restart(self, slot: int) -> None:
         delay = self._restart_delay.get(slot, 0.0)
@@ -189,6 +186,7 @@ class Supervisor:
         self.generation += 1
         slots = self._sockets_for(self.config)
         handles = [await self.spawn(slot, socks, self.generation) for slot, socks in slots.items()]
+        self.starting.update(handles)
         ready_all: asyncio.Future[Any] = asyncio.ensure_future(asyncio.gather(*(h.ready.wait() for h in handles)))
         exits: list[asyncio.Future[Any]] = [asyncio.ensure_future(h.process.wait()) for h in handles]
         try:
@@ -196,6 +194,10 @@ class Supervisor:
         finally:
             for future in [ready_all, *exits]:
                 future.cancel()
+            self.starting.difference_update(handles)
+        if self.stopping:
+            self.retiring.update(h for h in handles if h.process.returncode is None)
+            return False
         if not all(h.ready.is_set() for h in handles):
             for h in handles:
                 if h.process.returncode is None:
@@ -242,23 +244,32 @@ class Supervisor:
             return
         self.stopping = True
         log("shutting down: draining workers")
-        for handle in [*self.workers.values(), *self.retiring]:
+        for handle in [*self.workers.values(), *self.retiring, *self.starting]:
             if handle.process.returncode is None:
                 handle.process.send_signal(signal.SIGTERM)
-        if not self.workers and not self.retiring:
+        self._maybe_done()
+
+    def _maybe_done(self) -> None:
+        if self.stopping and not self.workers and not self.retiring and not self.starting:
             self.done.set()
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
-        if not await self.start_generation():
-            log("workers failed to start")
-            self.stopping = True
-            return 1
-        self.health.configure(self.config)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.shutdown)
         reloads: asyncio.Queue[None] = asyncio.Queue()
         loop.add_signal_handler(signal.SIGHUP, reloads.put_nowait, None)
+        if not await self.start_generation():
+            if not self.stopping:
+                log("workers failed to start")
+                self.stopping = True
+                return 1
+        else:
+            for listener in self.config.listeners:
+                bound = self.sockets[(str(listener.address), 0)].getsockname()
+                log(f"listener {listener.id} on {bound[0]}:{bound[1]}")
+            self.health.configure(self.config)
+        self._maybe_done()
         reload_task = loop.create_task(self._reload_loop(reloads))
         await self.done.wait()
         reload_task.cancel()

@@ -1,0 +1,277 @@
+"""Data-plane benchmark: wrk against the upstream directly, nginx as a proxy, and Sentinel, in one run.
+
+    ./dev bench [--duration SECS] [--connections N]
+
+Everything runs on this machine on 127.0.0.1: a fixed upstream (nginx answering a small body from
+memory), nginx as a reverse proxy (1 worker, keep-alive to the upstream) and Sentinel (1 worker, then
+`worker-threads 0`). Each is measured with many connections (throughput) and with one (latency).
+Ratios are computed from numbers taken in the same run, so the machine's speed cancels out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "bench" / "results"
+
+NGINX_UPSTREAM = """
+worker_processes 1;
+daemon off;
+pid {dir}/upstream.pid;
+error_log {dir}/upstream-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    keepalive_requests 1000000;
+    server {{
+        listen 127.0.0.1:{port} reuseport backlog=4096;
+        location / {{ return 200 "hello from the upstream\\n"; }}
+    }}
+}}
+"""
+
+NGINX_PROXY = """
+worker_processes 1;
+daemon off;
+pid {dir}/proxy.pid;
+error_log {dir}/proxy-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    keepalive_requests 1000000;
+    upstream backend {{ server 127.0.0.1:{upstream}; keepalive 64; keepalive_requests 1000000; }}
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        location / {{
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+    }}
+}}
+"""
+
+SENTINEL = """
+system {{
+    worker-threads {workers}
+}}
+listeners {{
+    listener "http" {{
+        address "127.0.0.1:{port}"
+    }}
+}}
+routes {{
+    route "api" {{
+        matches {{ path-prefix "/"; }}
+        upstream "backend"
+    }}
+}}
+upstreams {{
+    upstream "backend" {{
+        target "127.0.0.1:{upstream}"
+        connection-pool {{ max-idle 128; }}
+    }}
+}}
+{extra}
+"""
+
+
+@dataclass
+class Result:
+    name: str
+    connections: int
+    requests_per_sec: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"nothing listening on {port} after {timeout}s")
+
+
+_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def _ms(text: str) -> float:
+    match = re.fullmatch(r"([\d.]+)(us|ms|s)", text)
+    if not match:
+        raise ValueError(text)
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def wrk(name: str, port: int, connections: int, duration: float, path: str = "/api/bench") -> Result:
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency", f"http://127.0.0.1:{port}{path}"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p50 = _ms(re.search(r"\s50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"\s99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    errors = 0
+    for m in re.finditer(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out):
+        errors += sum(int(g) for g in m.groups())
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if m:
+        errors += int(m.group(1))
+    return Result(name, connections, rps, p50, p99, errors)
+
+
+class Procs:
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, args: list[str], **kw: object) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kw)  # type: ignore[call-overload]
+        self.procs.append(proc)
+        return proc
+
+    def stop(self, proc: subprocess.Popen[bytes]) -> None:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def stop_all(self) -> None:
+        for proc in reversed(self.procs):
+            self.stop(proc)
+
+
+def rss_of_children(pid: int) -> int:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True, check=False).stdout.split()
+    total = 0
+    for child in out:
+        try:
+            for line in Path(f"/proc/{child}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total = max(total, int(line.split()[1]) * 1024)
+        except OSError:
+            pass
+    return total
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per throughput measurement")
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--only", choices=["direct", "nginx", "sentinel-1", "sentinel-auto"], action="append")
+    args = parser.parse_args()
+    for tool in ("wrk", "nginx"):
+        if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
+            raise SystemExit(f"{tool} is missing: install the Debian package (./dev bench does)")
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    procs = Procs()
+    work = Path(tempfile.mkdtemp(prefix="sentinel-bench-"))
+    results: list[Result] = []
+    notes: dict[str, object] = {}
+    wanted = set(args.only or ["direct", "nginx", "sentinel-1", "sentinel-auto"])
+    try:
+        up_port = free_port()
+        (work / "upstream.conf").write_text(NGINX_UPSTREAM.format(dir=work, port=up_port))
+        procs.start([nginx, "-c", str(work / "upstream.conf"), "-p", str(work)])
+        wait_port(up_port)
+
+        targets: list[tuple[str, int, subprocess.Popen[bytes] | None]] = []
+        if "direct" in wanted:
+            targets.append(("direct", up_port, None))
+        if "nginx" in wanted:
+            port = free_port()
+            (work / "proxy.conf").write_text(NGINX_PROXY.format(dir=work, port=port, upstream=up_port))
+            targets.append(("nginx", port, procs.start([nginx, "-c", str(work / "proxy.conf"), "-p", str(work)])))
+        for name, workers in (("sentinel-1", 1), ("sentinel-auto", 0)):
+            if name not in wanted:
+                continue
+            port = free_port()
+            config = work / f"{name}.kdl"
+            config.write_text(SENTINEL.format(workers=workers, port=port, upstream=up_port, extra=""))
+            sentinel = [sys.executable, "-m", "sentinel.cli.main", "-c", str(config)]
+            targets.append((name, port, procs.start(sentinel)))
+
+        for name, port, proc in targets:
+            wait_port(port)
+            wrk(name, port, args.connections, 2)  # warm-up: pools filled, code paths hot
+            results.append(wrk(name, port, args.connections, args.duration))
+            results.append(wrk(name, port, 1, max(args.duration / 2, 3)))
+            if proc is not None and name.startswith("sentinel"):
+                notes[f"{name}_worker_rss_mib"] = round(rss_of_children(proc.pid) / 2**20, 1)
+            if proc is not None:
+                procs.stop(proc)
+    finally:
+        procs.stop_all()
+        shutil.rmtree(work, ignore_errors=True)
+
+    report(results, notes, args)
+    return 0
+
+
+def report(results: list[Result], notes: dict[str, object], args: argparse.Namespace) -> None:
+    print(f"\n{'target':<15}{'conns':>6}{'req/s':>12}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}")
+    for r in results:
+        print(f"{r.name:<15}{r.connections:>6}{r.requests_per_sec:>12.0f}{r.p50_ms:>10.3f}{r.p99_ms:>10.3f}{r.errors:>8}")
+    by = {(r.name, r.connections): r for r in results}
+    nginx_many, nginx_one = by.get(("nginx", args.connections)), by.get(("nginx", 1))
+    direct_one = by.get(("direct", 1))
+    print()
+    for name in ("sentinel-1", "sentinel-auto"):
+        many, one = by.get((name, args.connections)), by.get((name, 1))
+        if many and nginx_many:
+            print(f"{name}/nginx throughput ratio ({args.connections} conns): "
+                  f"{many.requests_per_sec / nginx_many.requests_per_sec:.2f}x")
+        if one and nginx_one and direct_one:
+            added_sentinel = one.p50_ms - direct_one.p50_ms
+            added_nginx = nginx_one.p50_ms - direct_one.p50_ms
+            print(f"{name} p50 added latency at 1 conn: {added_sentinel * 1000:.0f} us "
+                  f"(nginx adds {added_nginx * 1000:.0f} us; ratio {added_sentinel / max(added_nginx, 1e-6):.2f}x)")
+    for key, value in notes.items():
+        print(f"{key}: {value}")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out = RESULTS / f"proxy-{stamp}.json"
+    out.write_text(json.dumps({"machine": machine(), "results": [asdict(r) for r in results], "notes": notes},
+                              indent=2))
+    print(f"\nsaved {out.relative_to(REPO)}")
+
+
+def machine() -> dict[str, object]:
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": sys.version.split()[0]}
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
