@@ -102,12 +102,18 @@ class SentinelProcess:
         self.proc.send_signal(sig)
 
     def stop(self, timeout: float = 30.0) -> int:
+        workers = self.worker_pids()
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 self.kill()
+        leftover = [pid for pid in workers if _alive(pid)]
+        for pid in leftover:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        assert not leftover, f"workers {leftover} outlived their supervisor:\n{self.log()}"
         return self.proc.returncode
 
     def kill(self) -> None:
@@ -116,6 +122,14 @@ class SentinelProcess:
                 os.kill(pid, signal.SIGKILL)
         self.proc.kill()
         self.proc.wait()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except (OSError, IndexError):
+        return False
 
 
 @contextmanager

@@ -51,12 +51,12 @@ _NL = "\n\r\x0b\x0c\x85\u2028\u2029"  # newline (CRLF is handled as one newline 
 _DISALLOWED = "\x00-\x08\x0e-\x1f\x7f\ud800-\udfff\u200e\u200f\u202a-\u202e\u2066-\u2069\ufeff"
 
 _NL_CHARS = frozenset("\n\r\x0b\x0c\x85\u2028\u2029")
-_WSNL_CHARS = frozenset("\t \u00a0\u1680\u202f\u205f\u3000" + "".join(map(chr, range(0x2000, 0x200B)))) | _NL_CHARS
+_WSNL_CHARS = _NL_CHARS | frozenset("\t \u00a0\u1680\u202f\u205f\u3000" + "".join(map(chr, range(0x2000, 0x200B))))
 _NUMBER_FIRST = frozenset("0123456789+-.")
 
 _NEWLINE_RE = re.compile(rf"\r\n|[{_NL}]")
 _WS_RE = re.compile(rf"[{_WS}]*")
-# Everything that can't start a node or entry structurally: used to skip blank lines and comments fast.
+# Whitespace, newlines and // comments between nodes in one go; /* */ and \ need code (nesting, checks).
 _LINE_SPACE_RE = re.compile(rf"(?:[{_WS}]+|\r\n|[{_NL}]|//[^{_NL}]*)*+")
 _LINE_COMMENT_RE = re.compile(rf"//[^{_NL}]*(?:\r\n|[{_NL}])?")
 _BLOCK_COMMENT_TOKEN_RE = re.compile(r"/\*|\*/")
@@ -123,7 +123,11 @@ class _Scanner:
 
     def unexpected(self, offset: int, expected: str) -> _ScanError:
         if offset < self.n and self.text[offset] in "[]":
-            return _ScanError(offset, "KDL has no '[ ]' arrays")
+            return _ScanError(
+                offset,
+                f"unexpected {self.text[offset]!r}: KDL has no [ ] arrays, write the values one after another, "
+                'e.g. agents "auth" "ratelimit"',
+            )
         return _ScanError(offset, f"expected {expected}, found {self.describe(offset)}")
 
     def peek(self, offset: int = 0) -> str:

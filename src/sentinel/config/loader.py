@@ -121,15 +121,12 @@ def _parse(text: str, collector: Collector) -> list[ConfigNode]:
 
 def _report_syntax_error(text: str, ckdl_message: str, collector: Collector) -> None:
     """ckdl says only that the text is invalid; our scanner says where."""
-    hint = ""
-    if "[" in text:
-        hint = ' (KDL has no [ ] arrays: write the values one after another, e.g. agents "auth" "ratelimit")'
     try:
         locate_nodes(text)
     except KdlSyntaxError as exc:
-        collector.add("", f"KDL syntax error: {exc.message}{hint}", exc.line, exc.column)
+        collector.add("", f"KDL syntax error: {exc.message}", exc.line, exc.column)
         return
-    collector.add("", f"KDL syntax error: {ckdl_message}{hint}")
+    collector.add("", f"KDL syntax error: {ckdl_message}")
 
 
 def _build(nodes: list[ConfigNode], source: str, collector: Collector) -> Config | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
+import os
 import signal
 import socket
 import ssl
@@ -105,10 +106,14 @@ class Worker:
                     cluster.set_health(message["target"], bool(message["healthy"]))
 
     async def _sweep(self) -> None:
+        parent = os.getppid()
         while True:
             await asyncio.sleep(_SWEEP_INTERVAL)
             for cluster in self.clusters.values():
                 cluster.sweep()
+            if os.getppid() != parent:
+                # Orphaned (the supervisor was killed): nobody will stop or restart us, so stop now.
+                self.stopping.set()
 
     async def _drain(self) -> None:
         """Stop accepting, close idle connections, give in-flight requests the grace period."""
