@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import httptools
 
 from sentinel.proxy.builtins import ERROR_JSON
-from sentinel.proxy.errors import error_body, reason
+from sentinel.proxy.errors import error_body, reason, status_line
 from sentinel.proxy.headers import (
     HOP_BY_HOP,
     LAST_CHUNK,
@@ -37,6 +37,9 @@ IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"
 _INCOMING_ID_HEADERS = tuple(h.encode() for h in INCOMING_HEADERS)
 _BUFFER_HIGH = 256 * 1024
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_DROP_UPSTREAM = HOP_BY_HOP | REPLACED_UPSTREAM
+_DROP_DOWNSTREAM = HOP_BY_HOP | REPLACED_DOWNSTREAM
+_NO_HEADERS: dict[str, str] = {}
 
 # How the response body is framed towards the client.
 _NO_BODY, _LENGTH, _CHUNKED, _UNTIL_CLOSE = 0, 1, 2, 3
@@ -73,7 +76,6 @@ class Exchange:
         "route",
         "started",
         "status",
-        "timer",
         "tried",
         "upgrade",
     )
@@ -107,7 +109,6 @@ class Exchange:
         self.route: RouteRuntime | None = None
         self.conn: UpstreamConnection | None = None
         self.connect_task: asyncio.Task[None] | None = None
-        self.timer: asyncio.TimerHandle | None = None
         self.tried: list[TargetState] = []
         self.attempts = 0
         self.last_failure = ""
@@ -200,13 +201,16 @@ class Exchange:
             self.send_error(400, "missing Host header")
             return
 
-        host = self.h.get(b"host", b"").decode("latin-1")
+        host = self.h.get(b"host")
         view = RequestView(
             method=self.method.decode("latin-1"),
             path=self.path,
             query=self.query,
-            host=_strip_port(host).lower(),
-            headers={n.decode("latin-1"): v.decode("latin-1") for n, v in self.h.items()},
+            host=_strip_port(host.decode("latin-1")).lower() if host else "",
+            # Decoded only when some route matches on headers.
+            headers={n.decode("latin-1"): v.decode("latin-1") for n, v in self.h.items()}
+            if ctx.router.needs_headers
+            else _NO_HEADERS,
         )
         compiled = ctx.router.match(view)
         if compiled is None:
@@ -295,7 +299,7 @@ class Exchange:
         assert route is not None and route.cluster is not None
         self.conn = conn
         target.inflight += 1
-        conn.start(self, self.method == b"HEAD")
+        conn.start(self, self.method == b"HEAD", route.cluster.config.timeouts.read_secs)
         transport = conn.transport
         assert transport is not None
         transport.write(self._upstream_head(route))
@@ -312,11 +316,12 @@ class Exchange:
         elif self.expect_continue and not self.request_done and self.proto.transport is not None:
             self.proto.transport.write(_CONTINUE)
         self.expect_continue = False
-        self._arm_read_timer(route.cluster.config.timeouts.read_secs)
 
     def _upstream_head(self, route: RouteRuntime) -> bytes:
         h = self.h
-        drop = HOP_BY_HOP | connection_tokens(h.get(b"connection")) | REPLACED_UPSTREAM
+        connection = h.get(b"connection")
+        listed = connection_tokens(connection)
+        drop = _DROP_UPSTREAM | listed if listed else _DROP_UPSTREAM
         out: list[tuple[bytes, bytes]] = []
         forwarded_for: bytes | None = None
         for name, value in self.headers:
@@ -348,7 +353,7 @@ class Exchange:
         return b"%s %s HTTP/1.1\r\n%s\r\n" % (
             self.method,
             self.raw_url,
-            b"".join(b"%s: %s\r\n" % pair for pair in out),
+            b"".join([b"%s: %s\r\n" % pair for pair in out]),
         )
 
     # -- ResponseSink -------------------------------------------------------------------------------
@@ -358,20 +363,30 @@ class Exchange:
         route = self.route
         assert route is not None
         self.status = status
-        lowered = [(n.lower(), n, v) for n, v in headers]
-        drop = (
-            HOP_BY_HOP
-            | REPLACED_DOWNSTREAM
-            | connection_tokens(next((v for ln, _, v in lowered if ln == b"connection"), None))
-        )
-        has_length = any(ln == b"content-length" for ln, _, _ in lowered)
-        out = [(n, v) for ln, n, v in lowered if ln not in drop]
+        # One pass: keep end-to-end headers, note framing and what Connection lists.
+        out: list[tuple[bytes, bytes]] = []
+        has_length = False
+        connection: bytes | None = None
+        upgrade = b""
+        for name, value in headers:
+            lower = name.lower()
+            if lower in _DROP_DOWNSTREAM:
+                if lower == b"connection":
+                    connection = value
+                elif lower == b"upgrade":
+                    upgrade = value
+                continue
+            if lower == b"content-length":
+                has_length = True
+            out.append((name, value))
+        listed = connection_tokens(connection)
+        if listed:
+            out = [(n, v) for n, v in out if n.lower() not in listed]
         out.append((b"x-correlation-id", self.correlation_id.encode()))
         if route.response_ops:
             apply_ops(out, route.response_ops)
         if status == 101:
             out.append((b"connection", b"upgrade"))
-            upgrade = next((v for ln, _, v in lowered if ln == b"upgrade"), b"")
             out.append((b"upgrade", upgrade))
             self.mode = _UNTIL_CLOSE
         elif self.method == b"HEAD" or status in (204, 304):
@@ -390,8 +405,7 @@ class Exchange:
         self.response_started = True
         if proto.transport is not None:
             proto.transport.write(
-                b"HTTP/1.1 %d %s\r\n%s\r\n"
-                % (status, reason(status).encode(), b"".join(b"%s: %s\r\n" % pair for pair in out))
+                status_line(status) + b"".join([b"%s: %s\r\n" % pair for pair in out]) + b"\r\n"
             )
         if status == 101:
             self._start_tunnel()
@@ -407,7 +421,6 @@ class Exchange:
             transport.write(data)
 
     def on_response_complete(self) -> None:
-        self._cancel_timer()
         conn, self.conn = self.conn, None
         target = self.tried[-1]
         target.inflight -= 1
@@ -432,7 +445,6 @@ class Exchange:
         self._finish(keep_alive=self._client_keep_alive() and self.mode != _UNTIL_CLOSE)
 
     def on_upstream_error(self, failure: str, exc: BaseException | None) -> None:
-        self._cancel_timer()
         conn, self.conn = self.conn, None
         target = self.tried[-1]
         target.inflight -= 1
@@ -481,7 +493,6 @@ class Exchange:
 
     def client_gone(self) -> None:
         """The client connection closed: drop whatever is in flight."""
-        self._cancel_timer()
         if self.connect_task is not None:
             self.connect_task.cancel()
             self.connect_task = None
@@ -490,28 +501,6 @@ class Exchange:
             self.conn.abort()
             self.conn = None
         self.done = True
-
-    # -- timeouts -----------------------------------------------------------------------------------
-
-    def _arm_read_timer(self, delay: float) -> None:
-        self._cancel_timer()
-        self.timer = self.proto.loop.call_later(delay, self._check_read, delay)
-
-    def _check_read(self, delay: float) -> None:
-        self.timer = None
-        conn = self.conn
-        if conn is None:
-            return
-        idle = self.proto.loop.time() - conn.last_read
-        if idle < delay:
-            self.timer = self.proto.loop.call_later(delay - idle, self._check_read, delay)
-            return
-        self.on_upstream_error("timeout", None)
-
-    def _cancel_timer(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
 
     # -- answers ------------------------------------------------------------------------------------
 
@@ -556,7 +545,6 @@ class Exchange:
         if self.done:
             return
         self.done = True
-        self._cancel_timer()
         self.proto.exchange_finished(self, keep_alive)
 
     def _start_tunnel(self) -> None:

@@ -23,11 +23,23 @@ REPLACED_UPSTREAM = frozenset(
 REPLACED_DOWNSTREAM = frozenset({b"x-correlation-id"})
 
 
+_EMPTY: frozenset[bytes] = frozenset()
+_token_cache: dict[bytes, frozenset[bytes]] = {}
+
+
 def connection_tokens(value: bytes | None) -> frozenset[bytes]:
-    """The header names listed in a Connection header, lower-cased."""
+    """The header names listed in a Connection header, lower-cased, beyond the hop-by-hop ones.
+
+    Peers send a handful of distinct values ("keep-alive", "close", "Upgrade"), so results are cached.
+    """
     if not value:
-        return frozenset()
-    return frozenset(t.strip().lower() for t in value.split(b",") if t.strip())
+        return _EMPTY
+    tokens = _token_cache.get(value)
+    if tokens is None:
+        tokens = frozenset(t.strip().lower() for t in value.split(b",") if t.strip()) - HOP_BY_HOP
+        if len(_token_cache) < 1024:
+            _token_cache[value] = tokens
+    return tokens
 
 
 def compile_ops(ops: tuple[HeaderOp, ...]) -> tuple[tuple[str, bytes, bytes], ...]:

@@ -125,6 +125,7 @@ class HttpProtocol(asyncio.Protocol):
         self._headers: list[tuple[bytes, bytes]] = []
         self._header_bytes = 0
         self._timer: asyncio.TimerHandle | None = None
+        self._deadline = 0.0
         self._max_header_size = ctx.limits.max_header_size
         self._max_header_count = ctx.limits.max_header_count
 
@@ -144,7 +145,10 @@ class HttpProtocol(asyncio.Protocol):
         self.transport = None
         self.closing = True
         self.ctx.open_connections.discard(self)
-        self._cancel_timer()
+        self._deadline = 0.0
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         for exchange in self.pipeline:
             exchange.client_gone()
         self.pipeline.clear()
@@ -195,19 +199,31 @@ class HttpProtocol(asyncio.Protocol):
 
     # -- timers -------------------------------------------------------------------------------------
 
+    # One lazily re-armed timer per connection: moving the deadline is an assignment, and the handle is
+    # only replaced when the new deadline is earlier than the pending one (creating and cancelling a
+    # timer handle for every request showed up in profiles).
+
     def _arm_timer(self, delay: float) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer = self.loop.call_later(delay, self._timed_out) if delay > 0 else None
+        if delay <= 0:
+            self._deadline = 0.0
+            return
+        deadline = self.loop.time() + delay
+        self._deadline = deadline
+        timer = self._timer
+        if timer is None or timer.when() > deadline:
+            if timer is not None:
+                timer.cancel()
+            self._timer = self.loop.call_at(deadline, self._timed_out)
 
     def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._deadline = 0.0
 
     def _timed_out(self) -> None:
         self._timer = None
-        if self.transport is None or self.pipeline:
+        if self._deadline == 0.0 or self.transport is None or self.pipeline:
+            return
+        if self.loop.time() < self._deadline:
+            self._timer = self.loop.call_at(self._deadline, self._timed_out)
             return
         if self._url or self._headers:
             self.reject(408, "request head not received in time")

@@ -133,13 +133,14 @@ class CompiledRoute:
 class Router:
     """The route table of one listener."""
 
-    __slots__ = ("_routes", "default")
+    __slots__ = ("_routes", "default", "needs_headers")
 
     def __init__(self, config: Config, listener: ListenerConfig) -> None:
         ordered = sorted(config.routes, key=lambda r: (-r.priority, tuple(-x for x in specificity(r)), r.order))
         self._routes = tuple(
             CompiledRoute(r, compile_predicates(r.matches), route_template(r.matches)) for r in ordered
         )
+        self.needs_headers = any(r.matches.headers for r in config.routes)
         self.default: CompiledRoute | None = None
         if listener.default_route is not None:
             self.default = next(r for r in self._routes if r.config.id == listener.default_route)

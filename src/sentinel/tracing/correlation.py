@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import random
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -11,6 +11,7 @@ from sentinel.config.model import TraceIdFormat
 
 BASE58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 _TIME_MODULUS = 58**3
+_getrandbits = random.getrandbits
 # Checked in order; the first valid one is kept (SPEC §6.1).
 INCOMING_HEADERS = ("x-correlation-id", "x-request-id", "x-trace-id")
 
@@ -24,9 +25,27 @@ def base58(value: int, width: int) -> str:
     return "".join(reversed(digits))
 
 
+# Two Base58 digits at a time: 4 lookups instead of 8 divisions for the random part.
+_PAIRS = [a + b for a in BASE58 for b in BASE58]
+_PAIR_BASE = 58 * 58
+_time_part: list[int | str] = [-1, ""]  # (second, its 3 Base58 digits), recomputed once a second
+
+
 def tinyflake() -> str:
-    """11 characters: 3 of Unix seconds mod 58^3, then 8 from 6 random bytes read little-endian."""
-    return base58(int(time.time()) % _TIME_MODULUS, 3) + base58(int.from_bytes(os.urandom(6), "little"), 8)
+    """11 characters: 3 of Unix seconds mod 58^3, then 8 from 6 random bytes read little-endian.
+
+    The random bytes need not be cryptographic (a correlation id is not a secret), so they come from
+    the fast PRNG rather than a getrandom() syscall per request.
+    """
+    now = int(time.time())
+    if _time_part[0] != now:
+        _time_part[:] = (now, base58(now % _TIME_MODULUS, 3))
+    value = _getrandbits(48)
+    value, d4 = divmod(value, _PAIR_BASE)
+    value, d3 = divmod(value, _PAIR_BASE)
+    value, d2 = divmod(value, _PAIR_BASE)
+    d1 = value % _PAIR_BASE
+    return str(_time_part[1]) + _PAIRS[d1] + _PAIRS[d2] + _PAIRS[d3] + _PAIRS[d4]
 
 
 def uuid4() -> str:

@@ -37,9 +37,11 @@ class UpstreamConnection(asyncio.Protocol):
         "loop",
         "pool",
         "raw_mode",
+        "read_timeout",
         "received_any",
         "reused",
         "sink",
+        "timer",
         "transport",
     )
 
@@ -57,6 +59,8 @@ class UpstreamConnection(asyncio.Protocol):
         self.idle_since = 0.0
         self.last_read = 0.0
         self.raw_mode = False  # after a 101: bytes go straight to the sink
+        self.read_timeout = 0.0
+        self.timer: asyncio.TimerHandle | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------------
 
@@ -66,6 +70,9 @@ class UpstreamConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.transport = None
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
         sink = self.sink
         if sink is not None:
             self.sink = None
@@ -84,13 +91,33 @@ class UpstreamConnection(asyncio.Protocol):
         if self.sink is not None:
             self.sink.on_upstream_writable(True)
 
-    def start(self, sink: ResponseSink, head_request: bool) -> None:
-        """Bind this connection to one request; its response events go to `sink`."""
+    def start(self, sink: ResponseSink, head_request: bool, read_timeout: float) -> None:
+        """Bind this connection to one request; its response events go to `sink`.
+
+        The read timeout (time to the first byte, then between reads) is one lazily re-armed timer per
+        connection: a request only moves `last_read`, so no timer is created or cancelled per request.
+        """
         self.sink = sink
         self.expect_body = not head_request
         self.received_any = False
         self._headers = []
         self.last_read = self.loop.time()
+        self.read_timeout = read_timeout
+        if self.timer is None:
+            self.timer = self.loop.call_at(self.last_read + read_timeout, self._check_read)
+
+    def _check_read(self) -> None:
+        self.timer = None
+        sink = self.sink
+        if sink is None or self.raw_mode:
+            return
+        due = self.last_read + self.read_timeout
+        if self.loop.time() < due:
+            self.timer = self.loop.call_at(due, self._check_read)
+            return
+        self.sink = None
+        self.abort()
+        sink.on_upstream_error("timeout", None)
 
     def close(self) -> None:
         self.closed = True

@@ -1,0 +1,188 @@
+"""W3C Trace Context (SPEC §6.2): `traceparent` and `tracestate` exactly as the Recommendation says.
+
+Level 1 processing model plus the Level 2 `random-trace-id` flag. Header values arrive as bytes (that is
+what the HTTP parser hands over), so everything here works on bytes and decodes only what it keeps.
+Every request goes through `extract`, sampled or not, so the common case (one well-formed version-00
+`traceparent`) takes a single precompiled match and no allocation beyond the result.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from binascii import hexlify, unhexlify
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+FLAG_SAMPLED = 0x01
+FLAG_RANDOM = 0x02  # Level 2: at least the rightmost 7 bytes of the trace id are random.
+# Flags this implementation understands. The other bits are "reserved for future use" and vendors
+# MUST send them as zero, so they are cleared on the way in rather than forwarded.
+KNOWN_FLAGS = FLAG_SAMPLED | FLAG_RANDOM
+
+MAX_TRACESTATE_MEMBERS = 32
+
+_ZERO_TRACE_ID = bytes(16)
+_ZERO_SPAN_ID = bytes(8)
+_OWS = b" \t"
+_getrandbits = random.getrandbits
+
+# The whole of a version-00 value: the fast path. `fullmatch` also rules out a trailing newline,
+# which `$` would let through.
+_V00 = re.compile(rb"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})").fullmatch
+# The first 55 characters of any version; what follows them is checked apart (future versions).
+_ANY_VERSION = re.compile(rb"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})").fullmatch
+
+# tracestate list-member, after the OWS around it is stripped (W3C Level 1, §3.3.1.3):
+#   simple-key       = lcalpha 0*255( lcalpha / DIGIT / "_" / "-" / "*" / "/" )
+#   multi-tenant-key = tenant-id "@" system-id
+#   tenant-id        = ( lcalpha / DIGIT ) 0*240( lcalpha / DIGIT / "_" / "-" / "*" / "/" )
+#   system-id        = lcalpha 0*13( lcalpha / DIGIT / "_" / "-" / "*" / "/" )
+#   value            = 0*255( %x20 / nblk-chr ) nblk-chr ; nblk-chr = %x21-2B / %x2D-3C / %x3E-7E
+# A value's trailing spaces are OWS, not part of it, so stripping the member first is what the spec
+# means; its leading spaces are kept. A tab anywhere inside is invalid.
+_MEMBER = re.compile(
+    rb"([a-z][a-z0-9_\-*/]{0,255}|[a-z0-9][a-z0-9_\-*/]{0,240}@[a-z][a-z0-9_\-*/]{0,13})"
+    rb"=[\x20-\x2b\x2d-\x3c\x3e-\x7e]{0,255}[\x21-\x2b\x2d-\x3c\x3e-\x7e]"
+).fullmatch
+
+
+@dataclass(slots=True, frozen=True)
+class SpanContext:
+    """A valid incoming (or generated) trace position. Not validated here: the parsers only build valid ones."""
+
+    trace_id: bytes  # 16 raw bytes, not all zero
+    span_id: bytes  # 8 raw bytes, not all zero (the caller's parent-id)
+    flags: int  # only KNOWN_FLAGS bits
+    tracestate: str | None = None  # normalised, or None when absent, empty or invalid
+
+    @property
+    def sampled(self) -> bool:
+        return bool(self.flags & FLAG_SAMPLED)
+
+    @property
+    def random_trace_id(self) -> bool:
+        return bool(self.flags & FLAG_RANDOM)
+
+    @property
+    def trace_id_hex(self) -> str:
+        return self.trace_id.hex()
+
+    @property
+    def span_id_hex(self) -> str:
+        return self.span_id.hex()
+
+    def traceparent(self, span_id: bytes | None = None, sampled: bool | None = None) -> bytes:
+        """`00-<trace>-<span>-<flags>`: always version 00, the highest this side knows (a higher one is
+        downgraded, as the spec requires). `span_id` replaces the parent-id, `sampled` the sampled bit;
+        the other flag bits (random-trace-id) are kept."""
+        flags = self.flags
+        if sampled is not None:
+            flags = (flags | FLAG_SAMPLED) if sampled else (flags & ~FLAG_SAMPLED)
+        return b"00-%s-%s-%02x" % (
+            hexlify(self.trace_id),
+            hexlify(self.span_id if span_id is None else span_id),
+            flags,
+        )
+
+
+def parse_traceparent(values: Sequence[bytes]) -> SpanContext | None:
+    """All the `traceparent` values received, in order; None unless exactly one and it is valid."""
+    if len(values) != 1:
+        return None  # absent, or several headers: the spec treats the latter as invalid
+    value = values[0]
+    match = _V00(value)
+    if match is None:
+        return _parse_slow(value)
+    trace_id = unhexlify(match[1])
+    span_id = unhexlify(match[2])
+    if trace_id == _ZERO_TRACE_ID or span_id == _ZERO_SPAN_ID:
+        return None
+    return SpanContext(trace_id, span_id, int(match[3], 16) & KNOWN_FLAGS)
+
+
+def _parse_slow(value: bytes) -> SpanContext | None:
+    """Anything the fast path did not take: surrounding OWS, a future version, or an invalid value."""
+    value = value.strip(_OWS)
+    if len(value) < 55:
+        return None
+    match = _ANY_VERSION(value[:55])
+    if match is None:
+        return None
+    version = match[1]
+    if version == b"ff":
+        return None
+    if version == b"00":
+        if len(value) != 55:
+            return None  # version 00 has exactly four fields
+    elif len(value) > 55 and value[55] != 0x2D:  # "-"
+        # A higher version may add fields, but only after a dash following the flags. What they
+        # hold is not ours to parse or check.
+        return None
+    trace_id = unhexlify(match[2])
+    span_id = unhexlify(match[3])
+    if trace_id == _ZERO_TRACE_ID or span_id == _ZERO_SPAN_ID:
+        return None
+    # For a higher version, only the flags this version defines are read; the mask does that too.
+    return SpanContext(trace_id, span_id, int(match[4], 16) & KNOWN_FLAGS)
+
+
+def parse_tracestate(values: Sequence[bytes]) -> str | None:
+    """Several headers are one list joined in order with ','. Returns the members joined by ',' with
+    the OWS and empty members dropped, or None if there is none or any rule is broken (the whole
+    header is then dropped: the spec gives no way to keep part of an invalid list)."""
+    if not values:
+        return None
+    joined = values[0] if len(values) == 1 else b",".join(values)
+    members: list[bytes] = []
+    keys: set[bytes] = set()
+    for raw in joined.split(b","):
+        member = raw.strip(_OWS)
+        if not member:
+            continue  # empty and whitespace-only members are allowed, and mean nothing
+        match = _MEMBER(member)
+        if match is None:
+            return None
+        key = match[1]
+        if key in keys:
+            return None  # one entry per key
+        keys.add(key)
+        members.append(member)
+        if len(members) > MAX_TRACESTATE_MEMBERS:
+            return None
+    if not members:
+        return None
+    # The pattern admits only printable ASCII, so this cannot fail.
+    return b",".join(members).decode("ascii")
+
+
+def extract(traceparent_values: Sequence[bytes], tracestate_values: Sequence[bytes]) -> SpanContext | None:
+    """The incoming trace position, or None to start a new trace.
+
+    `tracestate` is not even parsed when `traceparent` is invalid (the spec forbids it), and an invalid
+    `tracestate` is dropped without affecting `traceparent`.
+    """
+    parent = parse_traceparent(traceparent_values)
+    if parent is None or not tracestate_values:
+        return parent
+    tracestate = parse_tracestate(tracestate_values)
+    if tracestate is None:
+        return parent
+    return SpanContext(parent.trace_id, parent.span_id, parent.flags, tracestate)
+
+
+def new_trace_id() -> bytes:
+    """16 random bytes, never all zero. All 128 bits are random, so ids the proxy generates may carry
+    FLAG_RANDOM. The fast PRNG is enough: a trace id must be unique, not secret."""
+    while True:
+        value = _getrandbits(128)
+        if value:
+            return value.to_bytes(16, "big")
+
+
+def new_span_id() -> bytes:
+    """8 random bytes, never all zero."""
+    while True:
+        value = _getrandbits(64)
+        if value:
+            return value.to_bytes(8, "big")
