@@ -24,6 +24,7 @@ class ResponseSink(Protocol):
     def on_response_complete(self) -> None: ...
     def on_upstream_error(self, reason: str, exc: BaseException | None) -> None: ...
     def on_upstream_writable(self, writable: bool) -> None: ...
+    def flush(self) -> None: ...
 
 
 class UpstreamConnection(asyncio.Protocol):
@@ -146,6 +147,8 @@ class UpstreamConnection(asyncio.Protocol):
         self.received_any = True
         try:
             self._parser.feed_data(data)
+            if self.sink is sink:
+                sink.flush()
         except httptools.HttpParserUpgrade as upgrade:
             # After a 101 the rest is the new protocol's bytes.
             offset = int(upgrade.args[0]) if upgrade.args else len(data)

@@ -154,4 +154,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         listener_id, _, fd = item.rpartition("=")
         sockets[listener_id] = socket.socket(fileno=int(fd))
     control = socket.socket(fileno=args.control_fd)
-    return uvloop.run(Worker(config, sockets, control, args.index).run())
+    worker = Worker(config, sockets, control, args.index)
+    profile_to = os.environ.get("SENTINEL_PROFILE")
+    if not profile_to:
+        return uvloop.run(worker.run())
+    # Developer aid (docs/performance.md): a deterministic profile of this worker, written at exit.
+    import cProfile  # noqa: PLC0415
+
+    profiler = cProfile.Profile()
+    code = profiler.runcall(uvloop.run, worker.run())
+    profiler.dump_stats(f"{profile_to}.{os.getpid()}")
+    return int(code)
