@@ -6,6 +6,12 @@ Everything runs on this machine on 127.0.0.1: a fixed upstream (nginx answering 
 memory), nginx as a reverse proxy (1 worker, keep-alive to the upstream) and Sentinel (1 worker, then
 `worker-threads 0`). Each is measured with many connections (throughput) and with one (latency).
 Ratios are computed from numbers taken in the same run, so the machine's speed cancels out.
+
+Targets are measured in interleaved rounds (medians reported), because this machine's speed drifts:
+the same nginx measured 17k and 35k req/s a minute apart. With --pin, wrk runs on CPU 0 and the
+servers under test (upstream, nginx, Sentinel with 1 worker) on CPU 1: each proxy then shares one core
+with the upstream, which compares CPU cost per request; unpinned (the default) is the deployment-like
+setup where the proxy competes with wrk and the upstream for two cores.
 """
 
 from __future__ import annotations
@@ -126,29 +132,64 @@ def _ms(text: str) -> float:
     return float(match.group(1)) * _UNITS[match.group(2)]
 
 
+PIN_CLIENT: list[str] = []
+PIN_SERVER: list[str] = []
+
+
 def wrk(name: str, port: int, connections: int, duration: float, path: str = "/api/bench") -> Result:
     out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency", f"http://127.0.0.1:{port}{path}"],
-        capture_output=True, text=True, check=True,
+        [
+            *PIN_CLIENT,
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{max(1, round(duration))}s",
+            "--latency",
+            f"http://127.0.0.1:{port}{path}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    p50 = _ms(re.search(r"\s50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
-    p99 = _ms(re.search(r"\s99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    rps = float(_field(r"Requests/sec:\s+([\d.]+)", out))
+    p50 = _ms(_field(r"\s50%\s+(\S+)", out))
+    p99 = _ms(_field(r"\s99%\s+(\S+)", out))
     errors = 0
-    for m in re.finditer(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out):
-        errors += sum(int(g) for g in m.groups())
-    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    if m:
-        errors += int(m.group(1))
+    for socket_errors in re.finditer(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out):
+        errors += sum(int(g) for g in socket_errors.groups())
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if non_2xx:
+        errors += int(non_2xx.group(1))
     return Result(name, connections, rps, p50, p99, errors)
+
+
+def soak(port: int, requests: int, connections: int) -> int:
+    """Send at least `requests` requests (in 10 s wrk runs); returns how many were sent."""
+    sent = 0
+    while sent < requests:
+        out = subprocess.run(
+            [*PIN_CLIENT, "wrk", "-t1", f"-c{connections}", "-d10s", "http://127.0.0.1:%d/api/soak" % port],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        sent += int(_field(r"(\d+) requests in", out))
+    return sent
+
+
+def _field(pattern: str, text: str) -> str:
+    match = re.search(pattern, text)
+    if match is None:
+        raise SystemExit(f"unexpected wrk output (no {pattern!r}):\n{text}")
+    return match.group(1)
 
 
 class Procs:
     def __init__(self) -> None:
         self.procs: list[subprocess.Popen[bytes]] = []
 
-    def start(self, args: list[str], **kw: object) -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kw)  # type: ignore[call-overload]
+    def start(self, args: list[str]) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.procs.append(proc)
         return proc
 
@@ -181,14 +222,24 @@ def rss_of_children(pid: int) -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds per throughput measurement")
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per throughput measurement")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are reported")
+    parser.add_argument(
+        "--soak-requests", type=int, default=1_000_000, help="requests sent to sentinel-1 before reading RSS (0: skip)"
+    )
     parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument(
+        "--pin", action="store_true", help="pin wrk to CPU 0 and the servers to CPU 1 (CPU-efficiency comparison)"
+    )
     parser.add_argument("--only", choices=["direct", "nginx", "sentinel-1", "sentinel-auto"], action="append")
     args = parser.parse_args()
     for tool in ("wrk", "nginx"):
         if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
             raise SystemExit(f"{tool} is missing: install the Debian package (./dev bench does)")
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    if args.pin and (os.cpu_count() or 1) >= 2 and shutil.which("taskset"):
+        PIN_CLIENT[:] = ["taskset", "-c", "0"]
+        PIN_SERVER[:] = ["taskset", "-c", "1"]
     procs = Procs()
     work = Path(tempfile.mkdtemp(prefix="sentinel-bench-"))
     results: list[Result] = []
@@ -197,7 +248,7 @@ def main() -> int:
     try:
         up_port = free_port()
         (work / "upstream.conf").write_text(NGINX_UPSTREAM.format(dir=work, port=up_port))
-        procs.start([nginx, "-c", str(work / "upstream.conf"), "-p", str(work)])
+        procs.start([*PIN_SERVER, nginx, "-c", str(work / "upstream.conf"), "-p", str(work)])
         wait_port(up_port)
 
         targets: list[tuple[str, int, subprocess.Popen[bytes] | None]] = []
@@ -206,25 +257,50 @@ def main() -> int:
         if "nginx" in wanted:
             port = free_port()
             (work / "proxy.conf").write_text(NGINX_PROXY.format(dir=work, port=port, upstream=up_port))
-            targets.append(("nginx", port, procs.start([nginx, "-c", str(work / "proxy.conf"), "-p", str(work)])))
+            targets.append(
+                ("nginx", port, procs.start([*PIN_SERVER, nginx, "-c", str(work / "proxy.conf"), "-p", str(work)]))
+            )
         for name, workers in (("sentinel-1", 1), ("sentinel-auto", 0)):
             if name not in wanted:
                 continue
             port = free_port()
             config = work / f"{name}.kdl"
             config.write_text(SENTINEL.format(workers=workers, port=port, upstream=up_port, extra=""))
-            sentinel = [sys.executable, "-m", "sentinel.cli.main", "-c", str(config)]
+            pin = PIN_SERVER if workers == 1 else []
+            sentinel = [*pin, sys.executable, "-m", "sentinel.cli.main", "-c", str(config)]
             targets.append((name, port, procs.start(sentinel)))
-
-        for name, port, proc in targets:
+        for name, port, _ in targets:
             wait_port(port)
             wrk(name, port, args.connections, 2)  # warm-up: pools filled, code paths hot
-            results.append(wrk(name, port, args.connections, args.duration))
-            results.append(wrk(name, port, 1, max(args.duration / 2, 3)))
+
+        # Rounds interleave the targets, so that drift in the machine's speed (seen here: the same
+        # nginx measured 17k and 35k req/s a minute apart) hits all of them alike; medians are reported.
+        rounds: list[dict[tuple[str, int], Result]] = []
+        for _ in range(args.rounds):
+            this: dict[tuple[str, int], Result] = {}
+            for name, port, _ in targets:
+                this[(name, args.connections)] = wrk(name, port, args.connections, args.duration)
+                this[(name, 1)] = wrk(name, port, 1, max(args.duration / 2, 2))
+            rounds.append(this)
+        for key in rounds[0]:
+            ordered = sorted((r[key] for r in rounds), key=lambda r: r.requests_per_sec)
+            results.append(ordered[len(ordered) // 2])
+        notes["rounds"] = args.rounds
+        for name, port, proc in targets:
             if proc is not None and name.startswith("sentinel"):
                 notes[f"{name}_worker_rss_mib"] = round(rss_of_children(proc.pid) / 2**20, 1)
-            if proc is not None:
-                procs.stop(proc)
+                if name == "sentinel-1" and args.soak_requests:
+                    served = soak(port, args.soak_requests, args.connections)
+                    notes[f"{name}_worker_rss_mib_after_{served}_requests"] = round(
+                        rss_of_children(proc.pid) / 2**20, 1
+                    )
+        per_round = [
+            r[("sentinel-1", args.connections)].requests_per_sec / r[("nginx", args.connections)].requests_per_sec
+            for r in rounds
+            if ("sentinel-1", args.connections) in r and ("nginx", args.connections) in r
+        ]
+        if per_round:
+            notes["sentinel-1/nginx per-round ratios"] = [round(x, 2) for x in per_round]
     finally:
         procs.stop_all()
         shutil.rmtree(work, ignore_errors=True)
@@ -236,7 +312,9 @@ def main() -> int:
 def report(results: list[Result], notes: dict[str, object], args: argparse.Namespace) -> None:
     print(f"\n{'target':<15}{'conns':>6}{'req/s':>12}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}")
     for r in results:
-        print(f"{r.name:<15}{r.connections:>6}{r.requests_per_sec:>12.0f}{r.p50_ms:>10.3f}{r.p99_ms:>10.3f}{r.errors:>8}")
+        print(
+            f"{r.name:<15}{r.connections:>6}{r.requests_per_sec:>12.0f}{r.p50_ms:>10.3f}{r.p99_ms:>10.3f}{r.errors:>8}"
+        )
     by = {(r.name, r.connections): r for r in results}
     nginx_many, nginx_one = by.get(("nginx", args.connections)), by.get(("nginx", 1))
     direct_one = by.get(("direct", 1))
@@ -244,20 +322,25 @@ def report(results: list[Result], notes: dict[str, object], args: argparse.Names
     for name in ("sentinel-1", "sentinel-auto"):
         many, one = by.get((name, args.connections)), by.get((name, 1))
         if many and nginx_many:
-            print(f"{name}/nginx throughput ratio ({args.connections} conns): "
-                  f"{many.requests_per_sec / nginx_many.requests_per_sec:.2f}x")
+            print(
+                f"{name}/nginx throughput ratio ({args.connections} conns): "
+                f"{many.requests_per_sec / nginx_many.requests_per_sec:.2f}x"
+            )
         if one and nginx_one and direct_one:
             added_sentinel = one.p50_ms - direct_one.p50_ms
             added_nginx = nginx_one.p50_ms - direct_one.p50_ms
-            print(f"{name} p50 added latency at 1 conn: {added_sentinel * 1000:.0f} us "
-                  f"(nginx adds {added_nginx * 1000:.0f} us; ratio {added_sentinel / max(added_nginx, 1e-6):.2f}x)")
+            print(
+                f"{name} p50 added latency at 1 conn: {added_sentinel * 1000:.0f} us "
+                f"(nginx adds {added_nginx * 1000:.0f} us; ratio {added_sentinel / max(added_nginx, 1e-6):.2f}x)"
+            )
     for key, value in notes.items():
         print(f"{key}: {value}")
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = RESULTS / f"proxy-{stamp}.json"
-    out.write_text(json.dumps({"machine": machine(), "results": [asdict(r) for r in results], "notes": notes},
-                              indent=2))
+    out.write_text(
+        json.dumps({"machine": machine(), "results": [asdict(r) for r in results], "notes": notes}, indent=2)
+    )
     print(f"\nsaved {out.relative_to(REPO)}")
 
 
@@ -270,7 +353,7 @@ def machine() -> dict[str, object]:
                 break
     except OSError:
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": sys.version.split()[0]}
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": sys.version.split()[0], "pinned": bool(PIN_SERVER)}
 
 
 if __name__ == "__main__":

@@ -236,10 +236,8 @@ class Exchange:
         h = self.h
         for name in _INCOMING_ID_HEADERS:
             value = h.get(name)
-            if value is not None:
-                text = value.decode("latin-1")
-                if is_valid_incoming(text):
-                    return text
+            if value is not None and is_valid_incoming(value):
+                return value.decode("ascii")
         return self.proto.ctx.new_id()
 
     # -- upstream -----------------------------------------------------------------------------------

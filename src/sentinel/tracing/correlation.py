@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -56,9 +57,13 @@ def generator(fmt: TraceIdFormat) -> Callable[[], str]:
     return tinyflake if fmt is TraceIdFormat.TINYFLAKE else uuid4
 
 
-def is_valid_incoming(value: str) -> bool:
+_VALID_INCOMING = re.compile(rb"[\x21-\x7e]{1,128}")
+
+
+def is_valid_incoming(value: str | bytes) -> bool:
     """1 to 128 printable ASCII characters (no spaces or controls)."""
-    return 0 < len(value) <= 128 and value.isascii() and all(33 <= ord(c) <= 126 for c in value)
+    raw = value if isinstance(value, bytes) else value.encode("latin-1", "replace")
+    return _VALID_INCOMING.fullmatch(raw) is not None
 
 
 def correlation_id(headers: Mapping[str, str], new: Callable[[], str]) -> str:
