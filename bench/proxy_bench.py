@@ -168,7 +168,7 @@ def soak(port: int, requests: int, connections: int) -> int:
     sent = 0
     while sent < requests:
         out = subprocess.run(
-            [*PIN_CLIENT, "wrk", "-t1", f"-c{connections}", "-d10s", "http://127.0.0.1:%d/api/soak" % port],
+            [*PIN_CLIENT, "wrk", "-t1", f"-c{connections}", "-d10s", f"http://127.0.0.1:{port}/api/soak"],
             capture_output=True,
             text=True,
             check=True,
