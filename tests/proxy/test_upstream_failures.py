@@ -116,3 +116,41 @@ def test_target_goes_down_and_comes_back_through_health_checks(tmp_path: Path) -
                 assert request(proc.port, path="/x").status == 200
         finally:
             revived.stop()
+
+
+def test_route_timeout_bounds_the_whole_request(tmp_path: Path, upstream: UpstreamServer) -> None:
+    # The upstream sends nothing for 3 s; the read timeout (60 s) would wait, the route's 0.5 s does not.
+    config = proxy_config(upstream.address).replace(
+        'upstream "backend"\n', 'upstream "backend"\n        timeout-secs 0.5\n', 1
+    )
+    with sentinel(tmp_path, config) as proc:
+        started = time.monotonic()
+        resp = request(proc.port, path="/slow/3")
+        assert resp.status == 504
+        assert time.monotonic() - started < 2.5
+        assert request(proc.port, path="/fine").status == 200
+
+
+def test_upstream_that_stops_reading_the_body_times_out(tmp_path: Path) -> None:
+    # A peer that accepts the connection but never reads: the request body fills the buffers.
+    with socket.socket() as lazy:
+        lazy.bind(("127.0.0.1", 0))
+        lazy.listen()
+        config = proxy_config(
+            f"127.0.0.1:{lazy.getsockname()[1]}",
+            extra_upstream="        timeouts { write-secs 0.5; }\n",
+            limits="limits {\n    max-body-size 200000000\n}\n",
+        )
+        with sentinel(tmp_path, config) as proc, RawClient(proc.port, timeout=30) as client:
+            size = 64 * 1024 * 1024
+            client.send(b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % size)
+            started = time.monotonic()
+            try:
+                block = b"\0" * (1 << 20)
+                for _ in range(size // len(block)):
+                    client.send(block)
+            except OSError:
+                pass  # the proxy may close before the whole body is sent
+            resp = client.read_response()
+            assert resp.status == 504
+            assert time.monotonic() - started < 20

@@ -77,6 +77,7 @@ class Exchange:
         "route",
         "started",
         "status",
+        "timer",
         "tried",
         "upgrade",
     )
@@ -116,6 +117,7 @@ class Exchange:
         self.status = 0
         self.response_bytes = 0
         self.out: list[bytes] = []
+        self.timer: asyncio.TimerHandle | None = None
         self.mode = _NO_BODY
         self.correlation_id = ""
         self.path = ""
@@ -247,6 +249,8 @@ class Exchange:
         assert route is not None
         cluster = route.cluster
         assert cluster is not None
+        if not self.attempts and route.config.timeout_secs is not None:
+            self._start_timer(route.config.timeout_secs, "timeout")
         target = cluster.pick(self.proto.client_ip, self.h, self.tried)
         if target is None:
             if self.last_failure:
@@ -490,10 +494,17 @@ class Exchange:
         self._give_up()
 
     def on_upstream_writable(self, writable: bool) -> None:
+        route = self.route
         if writable:
             self.proto.resume_reading()
+            if self.timer is not None and route is not None and route.config.timeout_secs is None:
+                self.timer.cancel()
+                self.timer = None
         else:
             self.proto.pause_reading()
+            # The upstream stopped reading our request body: give it write-secs to resume.
+            if route is not None and route.cluster is not None and route.config.timeout_secs is None:
+                self._start_timer(route.cluster.config.timeouts.write_secs, "timeout")
 
     def client_writable(self, writable: bool) -> None:
         conn = self.conn
@@ -558,7 +569,31 @@ class Exchange:
         if self.done:
             return
         self.done = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
         self.proto.exchange_finished(self, keep_alive)
+
+    # -- whole-request and write timeouts (timers only exist when they can fire) --------------------
+
+    def _start_timer(self, delay: float, failure: str) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer = self.proto.loop.call_later(delay, self._timer_fired, failure)
+
+    def _timer_fired(self, failure: str) -> None:
+        self.timer = None
+        if self.done:
+            return
+        if self.connect_task is not None:
+            self.connect_task.cancel()
+            self.connect_task = None
+        self.last_failure = failure
+        self.attempts = 1 << 30  # no retry once the time is up
+        if self.conn is not None:
+            self.on_upstream_error(failure, None)
+        else:
+            self._give_up()
 
     def _start_tunnel(self) -> None:
         conn = self.conn

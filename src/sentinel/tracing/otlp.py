@@ -1,0 +1,394 @@
+"""Hand-written OTLP protobuf encoder for trace data (SPEC §6.4, §6.5).
+
+The OpenTelemetry SDK's exporter costs tens of microseconds per span to encode, so spans are written
+straight to protobuf wire format here, with the standard library only. Workers encode each finished span
+into the bytes of one `opentelemetry.proto.trace.v1.Span` message (`encode_span`); the supervisor's
+exporter later wraps batches of those bytes, without decoding them, into an `ExportTraceServiceRequest`
+(`encode_export_request`) together with a `Resource` (`encode_resource`) and an `InstrumentationScope`
+(`encode_scope`).
+
+Wire format as in opentelemetry-proto (trace/v1/trace.proto, common/v1/common.proto,
+resource/v1/resource.proto, collector/trace/v1/trace_service.proto). Fields are written in field-number
+order and proto3 defaults are omitted exactly as the official serializer does (so the bytes equal
+`SerializeToString()` of the same message), with two deliberate choices:
+
+- `Span.status` (a message field, so with presence) is written only when its code or message is set; an
+  absent status decodes as `STATUS_CODE_UNSET` with an empty message, which is what it would hold anyway.
+- `AnyValue` members are a `oneof`, so a value equal to its default (`""`, `0`, `False`, `0.0`, `b""`) is
+  still written: that is what tells a decoder which type it has.
+
+Protobuf parsers accept fields in any order and append repeated fields, so bytes from
+`encode_attributes` (Span.attributes by default) can be appended to a finished span body to add
+attributes late.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable, Sequence
+from typing import Final
+
+__all__ = [
+    "EVENT_ATTRIBUTES",
+    "RESOURCE_ATTRIBUTES",
+    "SCOPE_ATTRIBUTES",
+    "SPAN_ATTRIBUTES",
+    "AttrValue",
+    "SpanKind",
+    "StatusCode",
+    "encode_attributes",
+    "encode_export_request",
+    "encode_resource",
+    "encode_scope",
+    "encode_span",
+]
+
+
+class SpanKind:
+    """`Span.SpanKind` enum values (0, SPAN_KIND_UNSPECIFIED, is never written by Sentinel)."""
+
+    INTERNAL: Final = 1
+    SERVER: Final = 2
+    CLIENT: Final = 3
+    PRODUCER: Final = 4
+    CONSUMER: Final = 5
+
+
+class StatusCode:
+    """`Status.StatusCode` enum values."""
+
+    UNSET: Final = 0
+    OK: Final = 1
+    ERROR: Final = 2
+
+
+# str → string_value, bool → bool_value, int → int_value (int64), float → double_value,
+# bytes → bytes_value, list[str] → array_value of string_value.
+AttrValue = str | bool | int | float | bytes | list[str]
+
+# Field numbers of the repeated `KeyValue attributes` field in the messages that have one.
+SPAN_ATTRIBUTES: Final = 9
+EVENT_ATTRIBUTES: Final = 3
+RESOURCE_ATTRIBUTES: Final = 1
+SCOPE_ATTRIBUTES: Final = 3
+
+_INT64_MIN: Final = -(1 << 63)
+_INT64_MAX: Final = (1 << 63) - 1
+_TWO_64: Final = 1 << 64
+
+_pack_fixed64 = struct.Struct("<Q").pack
+_pack_fixed32 = struct.Struct("<I").pack
+_pack_double = struct.Struct("<d").pack
+
+# One-byte varints (0..127) as ready-made bytes objects.
+_B: Final = tuple(bytes((i,)) for i in range(128))
+
+
+def _varint(n: int) -> bytes:
+    """Base-128 varint of a non-negative integer (callers map int64 negatives to n + 2**64 first)."""
+    if n < 0x80:
+        return _B[n]
+    if n < 0x4000:
+        return bytes(((n & 0x7F) | 0x80, n >> 7))
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _tag(field: int, wire_type: int) -> bytes:
+    return _varint((field << 3) | wire_type)
+
+
+def _ld(tag: bytes, payload: bytes) -> bytes:
+    """A length-delimited field: tag, length, payload."""
+    return tag + _varint(len(payload)) + payload
+
+
+# Wire types: 0 varint, 1 fixed64, 2 length-delimited, 5 fixed32.
+# Span (trace.proto)
+_SPAN_TRACE_ID: Final = _tag(1, 2)
+_SPAN_SPAN_ID: Final = _tag(2, 2)
+_SPAN_TRACE_STATE: Final = _tag(3, 2)
+_SPAN_PARENT_SPAN_ID: Final = _tag(4, 2)
+_SPAN_NAME: Final = _tag(5, 2)
+_SPAN_KIND: Final = _tag(6, 0)
+_SPAN_START: Final = _tag(7, 1)
+_SPAN_END: Final = _tag(8, 1)
+_SPAN_EVENTS: Final = _tag(11, 2)
+_SPAN_STATUS: Final = _tag(15, 2)
+_SPAN_FLAGS: Final = _tag(16, 5)  # two bytes: field 16 needs a two-byte tag
+# Span.Event
+_EVENT_TIME: Final = _tag(1, 1)
+_EVENT_NAME: Final = _tag(2, 2)
+# Status (field 1 is reserved: the old deprecated_code)
+_STATUS_MESSAGE: Final = _tag(2, 2)
+_STATUS_CODE: Final = _tag(3, 0)
+# InstrumentationScope (common.proto)
+_SCOPE_NAME: Final = _tag(1, 2)
+_SCOPE_VERSION: Final = _tag(2, 2)
+# ExportTraceServiceRequest → ResourceSpans → ScopeSpans
+_REQ_RESOURCE_SPANS: Final = _tag(1, 2)
+_RS_RESOURCE: Final = _tag(1, 2)
+_RS_SCOPE_SPANS: Final = _tag(2, 2)
+_SS_SCOPE: Final = _tag(1, 2)
+_SS_SPANS: Final = _tag(2, 2)
+
+# KeyValue { string key = 1; AnyValue value = 2; }
+# AnyValue { oneof value { string_value = 1; bool_value = 2; int_value = 3 (int64); double_value = 4;
+#            ArrayValue array_value = 5; KeyValueList kvlist_value = 6; bytes bytes_value = 7; } }
+# ArrayValue { repeated AnyValue values = 1; }
+_KV_KEY: Final = _tag(1, 2)
+_KV_VALUE: Final = _tag(2, 2)
+_AV_STRING: Final = _tag(1, 2)
+_AV_BOOL: Final = _tag(2, 0)
+_AV_INT: Final = _tag(3, 0)
+_AV_DOUBLE: Final = _tag(4, 1)
+_AV_ARRAY: Final = _tag(5, 2)
+_AV_BYTES: Final = _tag(7, 2)
+_ARRAY_VALUES: Final = _tag(1, 2)
+
+# Complete `value` fields (KeyValue field 2 with its AnyValue) for the values that have a fixed encoding.
+_VALUE_TRUE: Final = _KV_VALUE + b"\x02" + _AV_BOOL + b"\x01"
+_VALUE_FALSE: Final = _KV_VALUE + b"\x02" + _AV_BOOL + b"\x00"
+_VALUE_SMALL_INT: Final = tuple(_KV_VALUE + b"\x02" + _AV_INT + _B[i] for i in range(128))
+
+# Tags of the attribute fields in use, by field number.
+_ATTR_TAGS: dict[int, bytes] = {f: _tag(f, 2) for f in (1, 3, 9)}
+_SPAN_ATTR_TAG: Final = _ATTR_TAGS[SPAN_ATTRIBUTES]
+_EVENT_ATTR_TAG: Final = _ATTR_TAGS[EVENT_ATTRIBUTES]
+_RESOURCE_ATTR_TAG: Final = _ATTR_TAGS[RESOURCE_ATTRIBUTES]
+
+# Attribute key → its encoded `key` field. Keys come from a small fixed set (semantic conventions, agent
+# audit tags), so the caches stop growing at a bound rather than evicting.
+_KEY_CACHE_MAX: Final = 1024
+_key_cache: dict[str, bytes] = {}
+
+
+def _key_field(key: str) -> bytes:
+    field = _key_cache.get(key)
+    if field is None:
+        kb = key.encode()
+        # An empty key is the proto3 default: the official serializer leaves the field out.
+        field = _KV_KEY + _varint(len(kb)) + kb if kb else b""
+        if len(_key_cache) < _KEY_CACHE_MAX:
+            _key_cache[key] = field
+    return field
+
+
+def _value_field(value: object) -> bytes:
+    """The complete `value` field of a KeyValue, for any AttrValue."""
+    if isinstance(value, bool):
+        return _VALUE_TRUE if value else _VALUE_FALSE
+    if isinstance(value, int):
+        if not _INT64_MIN <= value <= _INT64_MAX:
+            raise ValueError(f"integer attribute value out of the int64 range: {value}")
+        av = _AV_INT + _varint(value + _TWO_64 if value < 0 else value)
+    elif isinstance(value, str):
+        av = _ld(_AV_STRING, value.encode())
+    elif isinstance(value, float):
+        av = _AV_DOUBLE + _pack_double(value)
+    elif isinstance(value, bytes | bytearray | memoryview):
+        av = _ld(_AV_BYTES, bytes(value))
+    elif isinstance(value, list | tuple):
+        parts = []
+        for item in value:
+            if not isinstance(item, str):
+                raise TypeError(f"array attribute values must be strings, got {type(item).__name__}")
+            parts.append(_ld(_ARRAY_VALUES, _ld(_AV_STRING, item.encode())))
+        av = _ld(_AV_ARRAY, b"".join(parts))
+    else:
+        raise TypeError(f"unsupported attribute value type: {type(value).__name__}")
+    return _ld(_KV_VALUE, av)
+
+
+# For string values shorter than _STR_SLOTS bytes, everything before the string's bytes (attribute tag,
+# KeyValue length, key field, value tag and length, AnyValue tag and length) depends only on the tag, the
+# key and the string's length: it is cached per (tag, key) in a list indexed by that length, so a string
+# attribute costs two appends.
+_STR_SLOTS: Final = 128
+_StrPrefixes = dict[str, list[bytes | None]]
+_str_prefix_caches: dict[bytes, _StrPrefixes] = {}
+
+
+def _str_prefixes(tag: bytes) -> _StrPrefixes:
+    cache = _str_prefix_caches.get(tag)
+    if cache is None:
+        cache = _str_prefix_caches[tag] = {}
+    return cache
+
+
+def _str_prefix(tag: bytes, cache: _StrPrefixes, key: str, n: int) -> bytes:
+    kf = _key_field(key)
+    any_value = _AV_STRING + _varint(n)
+    value = _KV_VALUE + _varint(len(any_value) + n) + any_value
+    size = len(kf) + len(value) + n
+    prefix = tag + _varint(size) + kf + value
+    slots = cache.get(key)
+    if slots is None:
+        if len(cache) >= _KEY_CACHE_MAX:
+            return prefix
+        slots = cache[key] = [None] * _STR_SLOTS
+    slots[n] = prefix
+    return prefix
+
+
+def _put_attributes(
+    out: bytearray, tag: bytes, str_prefixes: _StrPrefixes, attrs: Iterable[tuple[str, AttrValue]]
+) -> None:
+    """Append one `tag`-numbered KeyValue field per attribute to `out`."""
+    for key, value in attrs:
+        if type(value) is str:
+            vb = value.encode()
+            n = len(vb)
+            if n < _STR_SLOTS:
+                slots = str_prefixes.get(key)
+                prefix = None if slots is None else slots[n]
+                if prefix is None:
+                    prefix = _str_prefix(tag, str_prefixes, key, n)
+                out += prefix
+                out += vb
+                continue
+            vf = _ld(_KV_VALUE, _ld(_AV_STRING, vb))
+        elif type(value) is int and 0 <= value < 0x80:
+            vf = _VALUE_SMALL_INT[value]
+        else:
+            vf = _value_field(value)
+        kf = _key_cache.get(key)
+        if kf is None:
+            kf = _key_field(key)
+        size = len(kf) + len(vf)
+        out += tag
+        out += _B[size] if size < 0x80 else _varint(size)
+        out += kf
+        out += vf
+
+
+_SPAN_STR_PREFIXES: Final = _str_prefixes(_SPAN_ATTR_TAG)
+_EVENT_STR_PREFIXES: Final = _str_prefixes(_EVENT_ATTR_TAG)
+
+
+def encode_attributes(attrs: Iterable[tuple[str, AttrValue]], field: int = SPAN_ATTRIBUTES) -> bytes:
+    """The repeated `KeyValue attributes` fields for `attrs`, ready to splice into a message body.
+
+    `field` is the field number of `attributes` in the enclosing message: `SPAN_ATTRIBUTES` (the
+    default), `EVENT_ATTRIBUTES`, `RESOURCE_ATTRIBUTES` or `SCOPE_ATTRIBUTES`.
+    """
+    tag = _ATTR_TAGS.get(field)
+    if tag is None:
+        tag = _tag(field, 2)
+    out = bytearray()
+    _put_attributes(out, tag, _str_prefixes(tag), attrs)
+    return bytes(out)
+
+
+def encode_span(
+    trace_id: bytes,
+    span_id: bytes,
+    parent_span_id: bytes,
+    name: str,
+    kind: int,
+    start_ns: int,
+    end_ns: int,
+    attributes: Iterable[tuple[str, AttrValue]] = (),
+    status_code: int = 0,
+    status_message: str = "",
+    trace_state: str = "",
+    flags: int = 0,
+    events: Iterable[tuple[int, str, Iterable[tuple[str, AttrValue]]]] = (),
+) -> bytes:
+    """The serialized body of one `Span` message (not length-prefixed).
+
+    `trace_id` is 16 bytes, `span_id` 8, `parent_span_id` 8 or b"" for a root span; times are Unix
+    nanoseconds (fixed64). `flags` is `Span.flags` (fixed32): the W3C trace flags in bits 0-7, plus
+    `SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK` (0x100) and `SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK` (0x200);
+    0 leaves the field out. `events` are `(time_ns, name, attributes)`. Ids are not checked here: the
+    context module makes them.
+    """
+    out = bytearray(_SPAN_TRACE_ID)
+    out += _B[len(trace_id)] if len(trace_id) < 0x80 else _varint(len(trace_id))
+    out += trace_id
+    out += _SPAN_SPAN_ID
+    out += _B[len(span_id)] if len(span_id) < 0x80 else _varint(len(span_id))
+    out += span_id
+    if trace_state:
+        out += _ld(_SPAN_TRACE_STATE, trace_state.encode())
+    if parent_span_id:
+        out += _SPAN_PARENT_SPAN_ID
+        out += _B[len(parent_span_id)] if len(parent_span_id) < 0x80 else _varint(len(parent_span_id))
+        out += parent_span_id
+    if name:
+        nb = name.encode()
+        out += _SPAN_NAME
+        out += _B[len(nb)] if len(nb) < 0x80 else _varint(len(nb))
+        out += nb
+    if kind:
+        out += _SPAN_KIND
+        out += _B[kind] if 0 <= kind < 0x80 else _varint(kind + _TWO_64 if kind < 0 else kind)
+    if start_ns:
+        out += _SPAN_START
+        out += _pack_fixed64(start_ns)
+    if end_ns:
+        out += _SPAN_END
+        out += _pack_fixed64(end_ns)
+    _put_attributes(out, _SPAN_ATTR_TAG, _SPAN_STR_PREFIXES, attributes)
+    for time_ns, event_name, event_attrs in events:
+        event = bytearray()
+        if time_ns:
+            event += _EVENT_TIME
+            event += _pack_fixed64(time_ns)
+        if event_name:
+            event += _ld(_EVENT_NAME, event_name.encode())
+        _put_attributes(event, _EVENT_ATTR_TAG, _EVENT_STR_PREFIXES, event_attrs)
+        out += _SPAN_EVENTS
+        out += _varint(len(event))
+        out += event
+    if status_code or status_message:
+        status = _ld(_STATUS_MESSAGE, status_message.encode()) if status_message else b""
+        if status_code:
+            status += _STATUS_CODE + _varint(status_code + _TWO_64 if status_code < 0 else status_code)
+        out += _SPAN_STATUS
+        out += _varint(len(status))
+        out += status
+    if flags:
+        out += _SPAN_FLAGS
+        out += _pack_fixed32(flags)
+    return bytes(out)
+
+
+def encode_resource(attributes: Iterable[tuple[str, AttrValue]]) -> bytes:
+    """The serialized body of a `Resource` message with these attributes."""
+    out = bytearray()
+    _put_attributes(out, _RESOURCE_ATTR_TAG, _str_prefixes(_RESOURCE_ATTR_TAG), attributes)
+    return bytes(out)
+
+
+def encode_scope(name: str, version: str = "") -> bytes:
+    """The serialized body of an `InstrumentationScope` message."""
+    out = b""
+    if name:
+        out += _ld(_SCOPE_NAME, name.encode())
+    if version:
+        out += _ld(_SCOPE_VERSION, version.encode())
+    return out
+
+
+def encode_export_request(resource: bytes, scope: bytes, spans: Sequence[bytes]) -> bytes:
+    """An `ExportTraceServiceRequest` with one ResourceSpans holding one ScopeSpans with `spans`.
+
+    `resource`, `scope` and each of `spans` are message bodies from `encode_resource`, `encode_scope`
+    and `encode_span`; they are copied in without being decoded. The resource and scope fields are
+    always present, even when empty.
+    """
+    parts = [_SS_SCOPE, _varint(len(scope)), scope]
+    for span in spans:
+        parts.append(_SS_SPANS)
+        parts.append(_varint(len(span)))
+        parts.append(span)
+    scope_spans = b"".join(parts)
+    resource_spans = b"".join(
+        (_RS_RESOURCE, _varint(len(resource)), resource, _RS_SCOPE_SPANS, _varint(len(scope_spans)), scope_spans)
+    )
+    return _REQ_RESOURCE_SPANS + _varint(len(resource_spans)) + resource_spans
