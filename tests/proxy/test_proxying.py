@@ -219,3 +219,12 @@ def test_ipv6_or_unused_socket_helpers_do_not_leak(proxy: SentinelProcess) -> No
     s = socket.create_connection(("127.0.0.1", proxy.port))
     s.close()
     assert request(proxy.port, path="/health").status == 200
+
+
+def test_builtin_and_error_answers_keep_the_connection(proxy: SentinelProcess) -> None:
+    with RawClient(proxy.port) as client:
+        for path in (b"/health", b"/status", b"/health"):
+            client.send(b"GET %s HTTP/1.1\r\nHost: a\r\n\r\n" % path)
+            resp = client.read_response()
+            assert resp.status == 200
+            assert resp.header("connection") is None

@@ -100,7 +100,9 @@ class Exchange:
         length = h.get(b"content-length")
         self.content_length = int(length) if length is not None else None
         self.chunked = b"transfer-encoding" in h
-        self.request_done = False
+        # A request without a body is complete with its head; exchanges start at the head, before
+        # httptools reports the message complete.
+        self.request_done = not self.chunked and not self.content_length and not self.upgrade
         self.expect_continue = h.get(b"expect", b"").lower() == b"100-continue"
         self.body_buffer: list[bytes] = []
         self.body_buffered = 0
@@ -191,6 +193,7 @@ class Exchange:
             url = httptools.parse_url(self.raw_url)
         except httptools.HttpParserInvalidURLError:
             self.correlation_id = ctx.new_id()
+            self.proto.closing = True
             self.send_error(400, "invalid request target")
             return
         self.path = url.path.decode("latin-1") if url.path else "/"
@@ -202,6 +205,7 @@ class Exchange:
             self.send_error(413, "request body too large")
             return
         if self.http10 is False and b"host" not in self.h:
+            self.proto.closing = True  # a malformed request: nothing after it is trusted
             self.send_error(400, "missing Host header")
             return
 

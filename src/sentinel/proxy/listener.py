@@ -49,10 +49,23 @@ class RouteRuntime:
     max_attempts: int
 
 
+class ConnectionBudget:
+    """Open client connections of one worker, across its listeners, against its share of
+    `system.max-connections`. Over the limit a new connection is closed at once (as nginx does when
+    `worker_connections` is exhausted), which keeps memory bounded under a connection flood."""
+
+    __slots__ = ("limit", "open")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.open = 0
+
+
 class ListenerContext:
     """Everything a connection needs, built once per config and listener."""
 
     __slots__ = (
+        "budget",
         "builtins",
         "config",
         "keepalive_timeout",
@@ -75,8 +88,10 @@ class ListenerContext:
         builtins: Builtins,
         clusters: dict[str, Cluster],
         loop: asyncio.AbstractEventLoop,
+        budget: ConnectionBudget | None = None,
     ) -> None:
         self.config = config
+        self.budget = budget or ConnectionBudget(config.system.max_connections)
         self.listener = listener
         self.router = Router(config, listener)
         self.builtins = builtins
@@ -117,6 +132,7 @@ class HttpProtocol(asyncio.Protocol):
         self.pipeline: collections.deque[Exchange] = collections.deque()
         self.parsing: Exchange | None = None  # the exchange whose request is being read
         self.closing = False
+        self.counted = False  # holds a place in the worker's connection budget
         self.writable = True
         self.tunnel: asyncio.Transport | None = None  # upstream transport once upgraded
         self._read_paused = False
@@ -135,6 +151,12 @@ class HttpProtocol(asyncio.Protocol):
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self.transport = cast(asyncio.Transport, transport)
         self.transport.set_write_buffer_limits(high=256 * 1024)
+        budget = self.ctx.budget
+        if budget.open >= budget.limit:
+            self.transport.abort()
+            return
+        budget.open += 1
+        self.counted = True
         peer = transport.get_extra_info("peername")
         if peer:
             self.client_ip, self.client_port = peer[0], peer[1]
@@ -142,6 +164,9 @@ class HttpProtocol(asyncio.Protocol):
         self._arm_timer(self.ctx.keepalive_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.counted:
+            self.counted = False
+            self.ctx.budget.open -= 1
         self.transport = None
         self.closing = True
         self.ctx.open_connections.discard(self)

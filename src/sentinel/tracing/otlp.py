@@ -153,7 +153,6 @@ _ARRAY_VALUES: Final = _tag(1, 2)
 # Complete `value` fields (KeyValue field 2 with its AnyValue) for the values that have a fixed encoding.
 _VALUE_TRUE: Final = _KV_VALUE + b"\x02" + _AV_BOOL + b"\x01"
 _VALUE_FALSE: Final = _KV_VALUE + b"\x02" + _AV_BOOL + b"\x00"
-_VALUE_SMALL_INT: Final = tuple(_KV_VALUE + b"\x02" + _AV_INT + _B[i] for i in range(128))
 
 # Tags of the attribute fields in use, by field number.
 _ATTR_TAGS: dict[int, bytes] = {f: _tag(f, 2) for f in (1, 3, 9)}
@@ -204,58 +203,74 @@ def _value_field(value: object) -> bytes:
     return _ld(_KV_VALUE, av)
 
 
-# For string values shorter than _STR_SLOTS bytes, everything before the string's bytes (attribute tag,
-# KeyValue length, key field, value tag and length, AnyValue tag and length) depends only on the tag, the
-# key and the string's length: it is cached per (tag, key) in a list indexed by that length, so a string
-# attribute costs two appends.
+# Everything before the payload of a string attribute (attribute tag, KeyValue length, key field, value
+# tag and length, AnyValue tag and length) depends only on the attribute tag, the key and the string's
+# length in bytes; before an int's varint, only on the tag, the key and the varint's length. These prefixes
+# are cached per tag and key in a list of slots: string length n < _STR_SLOTS at index n, int varint length
+# m (1..10) at _INT_SLOT + m. A cached string or int attribute then costs two appends.
 _STR_SLOTS: Final = 128
-_StrPrefixes = dict[str, list[bytes | None]]
-_str_prefix_caches: dict[bytes, _StrPrefixes] = {}
+_INT_SLOT: Final = _STR_SLOTS - 1
+_SLOTS: Final = _INT_SLOT + 11
+_Prefixes = dict[str, list[bytes | None]]
+_prefix_caches: dict[bytes, _Prefixes] = {}
 
 
-def _str_prefixes(tag: bytes) -> _StrPrefixes:
-    cache = _str_prefix_caches.get(tag)
+def _prefixes(tag: bytes) -> _Prefixes:
+    cache = _prefix_caches.get(tag)
     if cache is None:
-        cache = _str_prefix_caches[tag] = {}
+        cache = _prefix_caches[tag] = {}
     return cache
 
 
-def _str_prefix(tag: bytes, cache: _StrPrefixes, key: str, n: int) -> bytes:
+def _prefix(tag: bytes, cache: _Prefixes, key: str, slot: int, any_value_head: bytes, payload_size: int) -> bytes:
+    """Build (and cache in `slot`) what precedes a payload of `payload_size` bytes in a KeyValue field."""
     kf = _key_field(key)
-    any_value = _AV_STRING + _varint(n)
-    value = _KV_VALUE + _varint(len(any_value) + n) + any_value
-    size = len(kf) + len(value) + n
-    prefix = tag + _varint(size) + kf + value
+    any_value_size = len(any_value_head) + payload_size
+    value_head = _KV_VALUE + _varint(any_value_size) + any_value_head
+    prefix = tag + _varint(len(kf) + len(value_head) + payload_size) + kf + value_head
     slots = cache.get(key)
     if slots is None:
         if len(cache) >= _KEY_CACHE_MAX:
             return prefix
-        slots = cache[key] = [None] * _STR_SLOTS
-    slots[n] = prefix
+        slots = cache[key] = [None] * _SLOTS
+    slots[slot] = prefix
     return prefix
 
 
 def _put_attributes(
-    out: bytearray, tag: bytes, str_prefixes: _StrPrefixes, attrs: Iterable[tuple[str, AttrValue]]
+    out: bytearray, tag: bytes, prefixes: _Prefixes, attrs: Iterable[tuple[str, AttrValue]]
 ) -> None:
     """Append one `tag`-numbered KeyValue field per attribute to `out`."""
     for key, value in attrs:
         if type(value) is str:
-            vb = value.encode()
-            n = len(vb)
+            payload = value.encode()
+            n = len(payload)
             if n < _STR_SLOTS:
-                slots = str_prefixes.get(key)
+                slots = prefixes.get(key)
                 prefix = None if slots is None else slots[n]
                 if prefix is None:
-                    prefix = _str_prefix(tag, str_prefixes, key, n)
+                    prefix = _prefix(tag, prefixes, key, n, _AV_STRING + _B[n], n)
                 out += prefix
-                out += vb
+                out += payload
                 continue
-            vf = _ld(_KV_VALUE, _ld(_AV_STRING, vb))
-        elif type(value) is int and 0 <= value < 0x80:
-            vf = _VALUE_SMALL_INT[value]
-        else:
-            vf = _value_field(value)
+        elif type(value) is int:
+            if 0 <= value < 0x80:
+                payload = _B[value]
+            elif 0x80 <= value < 0x4000:
+                payload = bytes(((value & 0x7F) | 0x80, value >> 7))
+            elif _INT64_MIN <= value <= _INT64_MAX:
+                payload = _varint(value if value >= 0 else value + _TWO_64)
+            else:
+                raise ValueError(f"integer attribute value out of the int64 range: {value}")
+            slot = _INT_SLOT + len(payload)
+            slots = prefixes.get(key)
+            prefix = None if slots is None else slots[slot]
+            if prefix is None:
+                prefix = _prefix(tag, prefixes, key, slot, _AV_INT, len(payload))
+            out += prefix
+            out += payload
+            continue
+        vf = _value_field(value)
         kf = _key_cache.get(key)
         if kf is None:
             kf = _key_field(key)
@@ -266,8 +281,8 @@ def _put_attributes(
         out += vf
 
 
-_SPAN_STR_PREFIXES: Final = _str_prefixes(_SPAN_ATTR_TAG)
-_EVENT_STR_PREFIXES: Final = _str_prefixes(_EVENT_ATTR_TAG)
+_SPAN_PREFIXES: Final = _prefixes(_SPAN_ATTR_TAG)
+_EVENT_PREFIXES: Final = _prefixes(_EVENT_ATTR_TAG)
 
 
 def encode_attributes(attrs: Iterable[tuple[str, AttrValue]], field: int = SPAN_ATTRIBUTES) -> bytes:
@@ -280,7 +295,7 @@ def encode_attributes(attrs: Iterable[tuple[str, AttrValue]], field: int = SPAN_
     if tag is None:
         tag = _tag(field, 2)
     out = bytearray()
-    _put_attributes(out, tag, _str_prefixes(tag), attrs)
+    _put_attributes(out, tag, _prefixes(tag), attrs)
     return bytes(out)
 
 
@@ -333,7 +348,7 @@ def encode_span(
     if end_ns:
         out += _SPAN_END
         out += _pack_fixed64(end_ns)
-    _put_attributes(out, _SPAN_ATTR_TAG, _SPAN_STR_PREFIXES, attributes)
+    _put_attributes(out, _SPAN_ATTR_TAG, _SPAN_PREFIXES, attributes)
     for time_ns, event_name, event_attrs in events:
         event = bytearray()
         if time_ns:
@@ -341,7 +356,7 @@ def encode_span(
             event += _pack_fixed64(time_ns)
         if event_name:
             event += _ld(_EVENT_NAME, event_name.encode())
-        _put_attributes(event, _EVENT_ATTR_TAG, _EVENT_STR_PREFIXES, event_attrs)
+        _put_attributes(event, _EVENT_ATTR_TAG, _EVENT_PREFIXES, event_attrs)
         out += _SPAN_EVENTS
         out += _varint(len(event))
         out += event
@@ -361,7 +376,7 @@ def encode_span(
 def encode_resource(attributes: Iterable[tuple[str, AttrValue]]) -> bytes:
     """The serialized body of a `Resource` message with these attributes."""
     out = bytearray()
-    _put_attributes(out, _RESOURCE_ATTR_TAG, _str_prefixes(_RESOURCE_ATTR_TAG), attributes)
+    _put_attributes(out, _RESOURCE_ATTR_TAG, _prefixes(_RESOURCE_ATTR_TAG), attributes)
     return bytes(out)
 
 

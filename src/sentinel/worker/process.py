@@ -25,7 +25,7 @@ from sentinel.config import ConfigError, load_config_text
 from sentinel.config.model import Config, ListenerConfig, ListenerProtocol
 from sentinel.ipc import CONTROL, decode_control, encode_control, read_frame
 from sentinel.proxy.builtins import Builtins, InstanceInfo
-from sentinel.proxy.listener import HttpProtocol, ListenerContext
+from sentinel.proxy.listener import ConnectionBudget, HttpProtocol, ListenerContext
 from sentinel.upstream.cluster import Cluster
 
 _SWEEP_INTERVAL = 1.0
@@ -58,8 +58,10 @@ class Worker:
         self.clusters = {uid: Cluster(u, loop) for uid, u in self.config.upstreams.items()}
         info = InstanceInfo()
         builtins = Builtins(self.config, info, self.target_health)
+        workers = self.config.system.worker_threads or os.cpu_count() or 1
+        budget = ConnectionBudget(max(1, -(-self.config.system.max_connections // workers)))
         for listener in self.config.listeners:
-            ctx = ListenerContext(self.config, listener, builtins, self.clusters, loop)
+            ctx = ListenerContext(self.config, listener, builtins, self.clusters, loop, budget)
             self.contexts.append(ctx)
             server = await loop.create_server(
                 functools.partial(HttpProtocol, ctx),
