@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 import ckdl
@@ -287,6 +287,14 @@ class Block:
         if node is not None:
             node.no_values()
         return node
+
+
+def read_entries(block: ConfigNode, kind: str, reader: Callable[[ConfigNode], T | None]) -> list[T]:
+    """The `kind "ID" { ... }` entries of a block such as `listeners`: other children are errors, entries
+    that fail to read are left out (their problems are already reported)."""
+    block.no_values()
+    Block(block, [kind], repeatable=[kind])
+    return [item for item in (reader(c) for c in block.children if c.name == kind) if item is not None]
 
 
 def pick(node: ConfigNode, key: str, raw: str, choices: Mapping[str, E], extra: Mapping[str, str] | None) -> E | None:

@@ -84,12 +84,18 @@ _pack_double = struct.Struct("<d").pack
 _B: Final = tuple(bytes((i,)) for i in range(128))
 
 
+_pack_varint2 = struct.Struct("BB").pack
+_pack_varint3 = struct.Struct("BBB").pack
+
+
 def _varint(n: int) -> bytes:
     """Base-128 varint of a non-negative integer (callers map int64 negatives to n + 2**64 first)."""
     if n < 0x80:
         return _B[n]
     if n < 0x4000:
-        return bytes(((n & 0x7F) | 0x80, n >> 7))
+        return _pack_varint2((n & 0x7F) | 0x80, n >> 7)
+    if n < 0x200000:
+        return _pack_varint3((n & 0x7F) | 0x80, ((n >> 7) & 0x7F) | 0x80, n >> 14)
     out = bytearray()
     while n > 0x7F:
         out.append((n & 0x7F) | 0x80)
@@ -120,6 +126,13 @@ _SPAN_END: Final = _tag(8, 1)
 _SPAN_EVENTS: Final = _tag(11, 2)
 _SPAN_STATUS: Final = _tag(15, 2)
 _SPAN_FLAGS: Final = _tag(16, 5)  # two bytes: field 16 needs a two-byte tag
+_TRACE_ID_16: Final = _SPAN_TRACE_ID + b"\x10"
+_SPAN_ID_8: Final = _SPAN_SPAN_ID + b"\x08"
+_PARENT_SPAN_ID_8: Final = _SPAN_PARENT_SPAN_ID + b"\x08"
+_KIND: Final = tuple(_SPAN_KIND + _B[k] for k in range(128))
+_SPAN_START_BYTE: Final = _SPAN_START[0]
+_SPAN_END_BYTE: Final = _SPAN_END[0]
+_pack_times = struct.Struct("<BQBQ").pack  # start and end with their one-byte tags
 # Span.Event
 _EVENT_TIME: Final = _tag(1, 1)
 _EVENT_NAME: Final = _tag(2, 2)
@@ -257,9 +270,11 @@ def _put_attributes(
             if 0 <= value < 0x80:
                 payload = _B[value]
             elif 0x80 <= value < 0x4000:
-                payload = bytes(((value & 0x7F) | 0x80, value >> 7))
-            elif _INT64_MIN <= value <= _INT64_MAX:
-                payload = _varint(value if value >= 0 else value + _TWO_64)
+                payload = _pack_varint2((value & 0x7F) | 0x80, value >> 7)
+            elif 0 <= value <= _INT64_MAX:
+                payload = _varint(value)
+            elif _INT64_MIN <= value < 0:
+                payload = _varint(value + _TWO_64)
             else:
                 raise ValueError(f"integer attribute value out of the int64 range: {value}")
             slot = _INT_SLOT + len(payload)
@@ -322,30 +337,28 @@ def encode_span(
     0 leaves the field out. `events` are `(time_ns, name, attributes)`. Ids are not checked here: the
     context module makes them.
     """
-    out = bytearray(_SPAN_TRACE_ID)
-    out += _B[len(trace_id)] if len(trace_id) < 0x80 else _varint(len(trace_id))
+    out = bytearray(_TRACE_ID_16 if len(trace_id) == 16 else _SPAN_TRACE_ID + _varint(len(trace_id)))
     out += trace_id
-    out += _SPAN_SPAN_ID
-    out += _B[len(span_id)] if len(span_id) < 0x80 else _varint(len(span_id))
+    out += _SPAN_ID_8 if len(span_id) == 8 else _SPAN_SPAN_ID + _varint(len(span_id))
     out += span_id
     if trace_state:
         out += _ld(_SPAN_TRACE_STATE, trace_state.encode())
     if parent_span_id:
-        out += _SPAN_PARENT_SPAN_ID
-        out += _B[len(parent_span_id)] if len(parent_span_id) < 0x80 else _varint(len(parent_span_id))
+        out += _PARENT_SPAN_ID_8 if len(parent_span_id) == 8 else _SPAN_PARENT_SPAN_ID + _varint(len(parent_span_id))
         out += parent_span_id
     if name:
-        nb = name.encode()
+        name_bytes = name.encode()
         out += _SPAN_NAME
-        out += _B[len(nb)] if len(nb) < 0x80 else _varint(len(nb))
-        out += nb
+        out += _B[len(name_bytes)] if len(name_bytes) < 0x80 else _varint(len(name_bytes))
+        out += name_bytes
     if kind:
-        out += _SPAN_KIND
-        out += _B[kind] if 0 <= kind < 0x80 else _varint(kind + _TWO_64 if kind < 0 else kind)
-    if start_ns:
+        out += _KIND[kind] if 0 < kind < 0x80 else _SPAN_KIND + _varint(kind + _TWO_64 if kind < 0 else kind)
+    if start_ns and end_ns:
+        out += _pack_times(_SPAN_START_BYTE, start_ns, _SPAN_END_BYTE, end_ns)
+    elif start_ns:
         out += _SPAN_START
         out += _pack_fixed64(start_ns)
-    if end_ns:
+    elif end_ns:
         out += _SPAN_END
         out += _pack_fixed64(end_ns)
     _put_attributes(out, _SPAN_ATTR_TAG, _SPAN_PREFIXES, attributes)

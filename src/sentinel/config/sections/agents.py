@@ -11,7 +11,7 @@ from sentinel.config.model import (
     CircuitBreakerConfig,
     FilterConfig,
 )
-from sentinel.config.reader import Block, ConfigNode, describe, pick
+from sentinel.config.reader import Block, ConfigNode, describe, pick, read_entries
 from sentinel.config.sections.routes import FAILURE_MODES
 
 AGENT_EVENTS = {
@@ -49,9 +49,7 @@ _AGENT_KEYS = [
 
 
 def read_agents(node: ConfigNode) -> list[AgentConfig]:
-    node.no_values()
-    Block(node, ["agent"], repeatable=["agent"])
-    return [a for a in (_read_agent(c) for c in node.children if c.name == "agent") if a is not None]
+    return read_entries(node, "agent", _read_agent)
 
 
 def _read_agent(node: ConfigNode) -> AgentConfig | None:
@@ -155,9 +153,7 @@ def _node_value(node: ConfigNode) -> Any:
 
 
 def read_filters(node: ConfigNode) -> list[FilterConfig]:
-    node.no_values()
-    Block(node, ["filter"], repeatable=["filter"])
-    return [f for f in (_read_filter(c) for c in node.children if c.name == "filter") if f is not None]
+    return read_entries(node, "filter", _read_filter)
 
 
 def _read_filter(node: ConfigNode) -> FilterConfig | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sentinel.config.addresses import AddressError, parse_socket_address
 from sentinel.config.model import ListenerConfig, ListenerProtocol, SocketAddress, TlsConfig
-from sentinel.config.reader import Block, ConfigNode
+from sentinel.config.reader import Block, ConfigNode, read_entries
 
 _PROTOCOLS = {"http": ListenerProtocol.HTTP, "https": ListenerProtocol.HTTPS}
 _REFUSED_PROTOCOLS = {
@@ -28,15 +28,7 @@ def read_address(
 
 
 def read_listeners(node: ConfigNode) -> list[ListenerConfig]:
-    node.no_values()
-    Block(node, ["listener"], repeatable=["listener"])
-    listeners = []
-    for child in node.children:
-        if child.name == "listener":
-            listener = _read_listener(child)
-            if listener is not None:
-                listeners.append(listener)
-    return listeners
+    return read_entries(node, "listener", _read_listener)
 
 
 def _read_listener(node: ConfigNode) -> ListenerConfig | None:

@@ -18,7 +18,7 @@ from sentinel.config.model import (
     RouteTracing,
     ServiceType,
 )
-from sentinel.config.reader import Block, ConfigNode, describe, pick
+from sentinel.config.reader import Block, ConfigNode, describe, pick, read_entries
 
 NAMED_PRIORITIES = {"low": 10, "normal": 50, "high": 100, "critical": 1000}
 
@@ -67,14 +67,8 @@ _ROUTE_KEYS = [
 
 
 def read_routes(node: ConfigNode) -> list[RouteConfig]:
-    node.no_values()
-    Block(node, ["route"], repeatable=["route"])
-    routes = []
-    for order, child in enumerate(c for c in node.children if c.name == "route"):
-        route = _read_route(child, order)
-        if route is not None:
-            routes.append(route)
-    return routes
+    order = iter(range(len(node.children)))
+    return read_entries(node, "route", lambda child: _read_route(child, next(order)))
 
 
 def _read_route(node: ConfigNode, order: int) -> RouteConfig | None:

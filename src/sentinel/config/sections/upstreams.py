@@ -14,7 +14,7 @@ from sentinel.config.model import (
     UpstreamConfig,
     UpstreamTimeouts,
 )
-from sentinel.config.reader import Block, ConfigNode, describe, pick
+from sentinel.config.reader import Block, ConfigNode, describe, pick, read_entries
 
 LOAD_BALANCING = {
     "round_robin": LoadBalancing.ROUND_ROBIN,
@@ -41,15 +41,7 @@ _MAX_WEIGHT = 1000
 
 
 def read_upstreams(node: ConfigNode) -> list[UpstreamConfig]:
-    node.no_values()
-    Block(node, ["upstream"], repeatable=["upstream"])
-    upstreams = []
-    for child in node.children:
-        if child.name == "upstream":
-            upstream = _read_upstream(child)
-            if upstream is not None:
-                upstreams.append(upstream)
-    return upstreams
+    return read_entries(node, "upstream", _read_upstream)
 
 
 def _read_upstream(node: ConfigNode) -> UpstreamConfig | None:
