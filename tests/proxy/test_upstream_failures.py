@@ -154,3 +154,52 @@ def test_upstream_that_stops_reading_the_body_times_out(tmp_path: Path) -> None:
             resp = client.read_response()
             assert resp.status == 504
             assert time.monotonic() - started < 20
+
+
+def test_response_head_cut_short_is_502_and_pipelining_stays_in_order(tmp_path: Path, upstream: UpstreamServer) -> None:
+    config = proxy_config(upstream.address)
+    with sentinel(tmp_path, config) as proc, RawClient(proc.port) as client:
+        client.send(
+            b"POST /partial-head HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n"
+            b"GET /second HTTP/1.1\r\nHost: a\r\n\r\n"
+        )
+        first = client.read_response()
+        assert first.status == 502
+        second = client.read_response()
+        assert second.json()["target"] == "/second"
+
+
+def test_reset_during_close_delimited_body_is_not_passed_on_as_complete(
+    tmp_path: Path, upstream: UpstreamServer
+) -> None:
+    with sentinel(tmp_path, proxy_config(upstream.address)) as proc, RawClient(proc.port) as client:
+        client.send(b"GET /reset-close-delimited HTTP/1.1\r\nHost: a\r\n\r\n")
+        received = b""
+        try:
+            while chunk := client.sock.recv(65536):
+                received += chunk
+        except ConnectionResetError:
+            pass
+        assert received.startswith(b"HTTP/1.1 200")
+        assert not received.endswith(b"0\r\n\r\n")  # the client sees a truncated body, not a finished one
+
+
+def test_slow_upload_longer_than_read_timeout_succeeds(tmp_path: Path, upstream: UpstreamServer) -> None:
+    config = proxy_config(upstream.address, extra_upstream="        timeouts { read-secs 1; }\n")
+    with sentinel(tmp_path, config) as proc, RawClient(proc.port) as client:
+        client.send(b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 40\r\n\r\n")
+        for _ in range(8):  # 2.4 s of uploading, longer than read-secs
+            client.send(b"x" * 5)
+            time.sleep(0.3)  # the client's pace is what is being tested, not a synchronisation
+        resp = client.read_response()
+        assert resp.status == 200
+        assert resp.json()["body_length"] == 40
+
+
+def test_unrequested_protocol_switch_is_502(tmp_path: Path, upstream: UpstreamServer) -> None:
+    config = proxy_config(upstream.address).replace(
+        'upstream "backend"\n', 'upstream "backend"\n        retry { max-attempts 1; }\n', 1
+    )
+    with sentinel(tmp_path, config) as proc:
+        assert request(proc.port, path="/switch").status == 502
+        assert request(proc.port, path="/after").status == 200

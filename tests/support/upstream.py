@@ -10,6 +10,9 @@ implementation) and answers according to the path:
     /slow/SECS           waits SECS seconds, then echoes
     /reset               sends a head promising 1000 bytes, 10 bytes, then resets the connection
     /ws                  101 Switching Protocols, then echoes bytes back
+    /switch              101 Switching Protocols to a request that did not ask for it
+    /partial-head        part of a response head, then closes
+    /reset-close-delimited  a body delimited by close, cut by a reset
     /count               reads the body without keeping it, answers with its size
 """
 
@@ -170,6 +173,21 @@ class UpstreamServer:
             sock = writer.get_extra_info("socket")
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             writer.transport.abort()
+            return False
+        if path == "/partial-head":
+            writer.write(b"HTTP/1.1 200 OK\r\nX-A: 1")  # then closes mid-head
+            await writer.drain()
+            return False
+        if path == "/reset-close-delimited":
+            writer.write(b"HTTP/1.1 200 OK\r\n\r\nfirst-part-only")
+            await writer.drain()
+            sock = writer.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            writer.transport.abort()
+            return False
+        if path == "/switch":
+            writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n")
+            await writer.drain()
             return False
         if path == "/ws":
             writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")

@@ -139,6 +139,8 @@ class Exchange:
                 conn.transport.writelines(chunk(data))
             else:
                 conn.transport.write(data)
+            # The upstream's time to answer runs from the end of the request, not from its head.
+            conn.last_read = self.proto.loop.time()
             return
         if self.done:
             return  # answered already (an error); the rest of the body is read and dropped
@@ -150,8 +152,10 @@ class Exchange:
     def request_complete(self) -> None:
         self.request_done = True
         conn = self.conn
-        if self.chunked and conn is not None and conn.transport is not None:
-            conn.transport.write(LAST_CHUNK)
+        if conn is not None:
+            conn.last_read = self.proto.loop.time()
+            if self.chunked and conn.transport is not None:
+                conn.transport.write(LAST_CHUNK)
 
     def upgrade_data(self, data: bytes) -> None:
         """Bytes the client sent after an Upgrade request head: they belong to the new protocol."""
@@ -321,6 +325,8 @@ class Exchange:
         if self.request_done and self.chunked:
             pieces.append(LAST_CHUNK)
         transport.write(pieces[0] if len(pieces) == 1 else b"".join(pieces))
+        if not self.proto.writable:
+            transport.pause_reading()  # the client is still behind on an earlier response
         if self.expect_continue and not self.request_done and self.proto.transport is not None:
             self.proto.transport.write(_CONTINUE)
         self.expect_continue = False
@@ -370,6 +376,9 @@ class Exchange:
         proto = self.proto
         route = self.route
         assert route is not None
+        if status == 101 and not self.upgrade:
+            self.on_upstream_error("malformed_response", None)  # a protocol switch nobody asked for
+            return
         self.status = status
         # One pass: keep end-to-end headers, note framing and what Connection lists.
         out: list[tuple[bytes, bytes]] = []
@@ -406,7 +415,7 @@ class Exchange:
             out.append((b"transfer-encoding", b"chunked"))
         else:
             self.mode = _UNTIL_CLOSE
-        if not self._client_keep_alive():
+        if not self._client_keep_alive() or self.mode == _UNTIL_CLOSE:
             out.append((b"connection", b"close"))
         elif self.http10:
             out.append((b"connection", b"keep-alive"))
@@ -487,7 +496,7 @@ class Exchange:
         route = self.route
         assert route is not None
         body_sent = self.request_body_bytes > 0 or self.content_length not in (None, 0)
-        if stale and not body_sent and self.attempts <= route.max_attempts:
+        if stale and self.method in IDEMPOTENT and not body_sent and self.attempts <= route.max_attempts:
             # A pooled connection the peer had closed: retry once on a fresh one, nothing was processed.
             self.tried.pop()
             self.attempt()
@@ -605,6 +614,9 @@ class Exchange:
         if conn is None or conn.transport is None or proto.transport is None:
             return
         proto.tunnel = conn.transport
+        if self.timer is not None:  # request timeouts do not apply to a long-lived tunnel
+            self.timer.cancel()
+            self.timer = None
         proto.resume_reading()
         if self.body_buffer:
             conn.transport.writelines(self.body_buffer)

@@ -149,8 +149,13 @@ class Supervisor:
         if self.stopping or slot in self.workers:
             return
         self._restart_delay[slot] = min(max(delay * 2, 0.1), _RESTART_BACKOFF_MAX)
+        generation = self.generation
         sockets = self._sockets_for(self.config)[slot]
-        handle = await self.spawn(slot, sockets, self.generation)
+        handle = await self.spawn(slot, sockets, generation)
+        if self.stopping or slot in self.workers or generation != self.generation:
+            # A reload (or shutdown) filled or replaced this slot while we were spawning.
+            self.retire(handle)
+            return
         self.workers[slot] = handle
 
     async def _read_worker(self, handle: WorkerHandle, reader: asyncio.StreamReader) -> None:

@@ -33,6 +33,7 @@ class UpstreamConnection(asyncio.Protocol):
         "_parser",
         "closed",
         "expect_body",
+        "head_done",
         "idle_since",
         "last_read",
         "loop",
@@ -56,6 +57,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.closed = False
         self.reused = False
         self.received_any = False
+        self.head_done = False  # the final response head has been parsed
         self.expect_body = True  # False for answers to HEAD
         self.idle_since = 0.0
         self.last_read = 0.0
@@ -79,9 +81,11 @@ class UpstreamConnection(asyncio.Protocol):
             self.sink = None
             if self.raw_mode:
                 sink.on_response_complete()
-            elif self.received_any and self._close_delimited():
-                sink.on_response_complete()  # the peer's close ends a close-delimited body
+            elif self.head_done and exc is None and self._close_delimited():
+                sink.on_response_complete()  # a clean close ends a close-delimited body
             else:
+                # A head cut short, a reset, or a close before the framed body ended: never pass
+                # that on as a complete response.
                 sink.on_upstream_error("reset" if exc else "closed", exc)
 
     def pause_writing(self) -> None:
@@ -101,6 +105,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.sink = sink
         self.expect_body = not head_request
         self.received_any = False
+        self.head_done = False
         self._headers = []
         self.last_read = self.loop.time()
         self.read_timeout = read_timeout
@@ -173,6 +178,7 @@ class UpstreamConnection(asyncio.Protocol):
         if 100 <= status < 200 and status != 101:
             self._headers = []  # interim answer (100 Continue): the real one follows
             return
+        self.head_done = True
         sink.on_response_head(status, self._headers)
         if status == 101:
             self.raw_mode = True
