@@ -45,7 +45,7 @@ __all__ = [
 
 
 class SpanKind:
-    """`Span.SpanKind` enum values (0, SPAN_KIND_UNSPECIFIED, is never written by Sentinel)."""
+    """`Span.SpanKind` enum values (0 is SPAN_KIND_UNSPECIFIED, left out of the encoding as the default)."""
 
     INTERNAL: Final = 1
     SERVER: Final = 2
@@ -62,8 +62,8 @@ class StatusCode:
     ERROR: Final = 2
 
 
-# str → string_value, bool → bool_value, int → int_value (int64), float → double_value,
-# bytes → bytes_value, list[str] → array_value of string_value.
+# str → string_value (UTF-8 encoded once, where it is written), bool → bool_value, int → int_value (int64),
+# float → double_value, bytes → bytes_value, list[str] → array_value of string_value.
 AttrValue = str | bool | int | float | bytes | list[str]
 
 # Field numbers of the repeated `KeyValue attributes` field in the messages that have one.
@@ -102,6 +102,11 @@ def _varint(n: int) -> bytes:
         n >>= 7
     out.append(n)
     return bytes(out)
+
+
+def _utf8(text: str) -> bytes:
+    """UTF-8, with what cannot be encoded (lone surrogates) replaced by "?": protobuf strings must be valid."""
+    return text.encode("utf-8", "replace")
 
 
 def _tag(field: int, wire_type: int) -> bytes:
@@ -182,7 +187,7 @@ _key_cache: dict[str, bytes] = {}
 def _key_field(key: str) -> bytes:
     field = _key_cache.get(key)
     if field is None:
-        kb = key.encode()
+        kb = _utf8(key)
         # An empty key is the proto3 default: the official serializer leaves the field out.
         field = _KV_KEY + _varint(len(kb)) + kb if kb else b""
         if len(_key_cache) < _KEY_CACHE_MAX:
@@ -199,7 +204,7 @@ def _value_field(value: object) -> bytes:
             raise ValueError(f"integer attribute value out of the int64 range: {value}")
         av = _AV_INT + _varint(value + _TWO_64 if value < 0 else value)
     elif isinstance(value, str):
-        av = _ld(_AV_STRING, value.encode())
+        av = _ld(_AV_STRING, _utf8(value))
     elif isinstance(value, float):
         av = _AV_DOUBLE + _pack_double(value)
     elif isinstance(value, bytes | bytearray | memoryview):
@@ -209,7 +214,7 @@ def _value_field(value: object) -> bytes:
         for item in value:
             if not isinstance(item, str):
                 raise TypeError(f"array attribute values must be strings, got {type(item).__name__}")
-            parts.append(_ld(_ARRAY_VALUES, _ld(_AV_STRING, item.encode())))
+            parts.append(_ld(_ARRAY_VALUES, _ld(_AV_STRING, _utf8(item))))
         av = _ld(_AV_ARRAY, b"".join(parts))
     else:
         raise TypeError(f"unsupported attribute value type: {type(value).__name__}")
@@ -250,13 +255,14 @@ def _prefix(tag: bytes, cache: _Prefixes, key: str, slot: int, any_value_head: b
     return prefix
 
 
-def _put_attributes(
-    out: bytearray, tag: bytes, prefixes: _Prefixes, attrs: Iterable[tuple[str, AttrValue]]
-) -> None:
+def _put_attributes(out: bytearray, tag: bytes, prefixes: _Prefixes, attrs: Iterable[tuple[str, AttrValue]]) -> None:
     """Append one `tag`-numbered KeyValue field per attribute to `out`."""
     for key, value in attrs:
         if type(value) is str:
-            payload = value.encode()
+            try:
+                payload = value.encode()
+            except UnicodeEncodeError:  # lone surrogates; a try costs nothing until it catches (3.11)
+                payload = _utf8(value)
             n = len(payload)
             if n < _STR_SLOTS:
                 slots = prefixes.get(key)
@@ -266,6 +272,7 @@ def _put_attributes(
                 out += prefix
                 out += payload
                 continue
+            vf = _ld(_KV_VALUE, _ld(_AV_STRING, payload))
         elif type(value) is int:
             if 0 <= value < 0x80:
                 payload = _B[value]
@@ -285,7 +292,8 @@ def _put_attributes(
             out += prefix
             out += payload
             continue
-        vf = _value_field(value)
+        else:
+            vf = _value_field(value)
         kf = _key_cache.get(key)
         if kf is None:
             kf = _key_field(key)
@@ -335,19 +343,22 @@ def encode_span(
     nanoseconds (fixed64). `flags` is `Span.flags` (fixed32): the W3C trace flags in bits 0-7, plus
     `SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK` (0x100) and `SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK` (0x200);
     0 leaves the field out. `events` are `(time_ns, name, attributes)`. Ids are not checked here: the
-    context module makes them.
+    context module makes them. Characters that UTF-8 cannot encode (lone surrogates) become "?".
     """
     out = bytearray(_TRACE_ID_16 if len(trace_id) == 16 else _SPAN_TRACE_ID + _varint(len(trace_id)))
     out += trace_id
     out += _SPAN_ID_8 if len(span_id) == 8 else _SPAN_SPAN_ID + _varint(len(span_id))
     out += span_id
     if trace_state:
-        out += _ld(_SPAN_TRACE_STATE, trace_state.encode())
+        out += _ld(_SPAN_TRACE_STATE, _utf8(trace_state))
     if parent_span_id:
         out += _PARENT_SPAN_ID_8 if len(parent_span_id) == 8 else _SPAN_PARENT_SPAN_ID + _varint(len(parent_span_id))
         out += parent_span_id
     if name:
-        name_bytes = name.encode()
+        try:
+            name_bytes = name.encode()
+        except UnicodeEncodeError:
+            name_bytes = _utf8(name)
         out += _SPAN_NAME
         out += _B[len(name_bytes)] if len(name_bytes) < 0x80 else _varint(len(name_bytes))
         out += name_bytes
@@ -368,13 +379,13 @@ def encode_span(
             event += _EVENT_TIME
             event += _pack_fixed64(time_ns)
         if event_name:
-            event += _ld(_EVENT_NAME, event_name.encode())
+            event += _ld(_EVENT_NAME, _utf8(event_name))
         _put_attributes(event, _EVENT_ATTR_TAG, _EVENT_PREFIXES, event_attrs)
         out += _SPAN_EVENTS
         out += _varint(len(event))
         out += event
     if status_code or status_message:
-        status = _ld(_STATUS_MESSAGE, status_message.encode()) if status_message else b""
+        status = _ld(_STATUS_MESSAGE, _utf8(status_message)) if status_message else b""
         if status_code:
             status += _STATUS_CODE + _varint(status_code + _TWO_64 if status_code < 0 else status_code)
         out += _SPAN_STATUS
@@ -397,9 +408,9 @@ def encode_scope(name: str, version: str = "") -> bytes:
     """The serialized body of an `InstrumentationScope` message."""
     out = b""
     if name:
-        out += _ld(_SCOPE_NAME, name.encode())
+        out += _ld(_SCOPE_NAME, _utf8(name))
     if version:
-        out += _ld(_SCOPE_VERSION, version.encode())
+        out += _ld(_SCOPE_VERSION, _utf8(version))
     return out
 
 
@@ -410,13 +421,18 @@ def encode_export_request(resource: bytes, scope: bytes, spans: Sequence[bytes])
     and `encode_span`; they are copied in without being decoded. The resource and scope fields are
     always present, even when empty.
     """
-    parts = [_SS_SCOPE, _varint(len(scope)), scope]
+    # One join at the end, so that the (possibly large) request is allocated and copied once: the lengths of
+    # the enclosing messages are added up from their parts first. (Both ScopeSpans tags are one byte.)
+    scope_size = _varint(len(scope))
+    parts = [b"", b"", _SS_SCOPE, scope_size, scope]
+    scope_spans_size = 1 + len(scope_size) + len(scope)
     for span in spans:
+        size = _varint(len(span))
         parts.append(_SS_SPANS)
-        parts.append(_varint(len(span)))
+        parts.append(size)
         parts.append(span)
-    scope_spans = b"".join(parts)
-    resource_spans = b"".join(
-        (_RS_RESOURCE, _varint(len(resource)), resource, _RS_SCOPE_SPANS, _varint(len(scope_spans)), scope_spans)
-    )
-    return _REQ_RESOURCE_SPANS + _varint(len(resource_spans)) + resource_spans
+        scope_spans_size += 1 + len(size) + len(span)
+    head = b"".join((_RS_RESOURCE, _varint(len(resource)), resource, _RS_SCOPE_SPANS, _varint(scope_spans_size)))
+    parts[0] = _REQ_RESOURCE_SPANS + _varint(len(head) + scope_spans_size)
+    parts[1] = head
+    return b"".join(parts)
