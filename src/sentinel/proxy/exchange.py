@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from binascii import hexlify
 from typing import TYPE_CHECKING
 
 import httptools
@@ -26,10 +27,12 @@ from sentinel.proxy.headers import (
     connection_tokens,
 )
 from sentinel.proxy.router import RequestView
+from sentinel.tracing.context import FLAG_RANDOM, FLAG_SAMPLED, SpanContext, extract, new_span_id, new_trace_id
 from sentinel.tracing.correlation import INCOMING_HEADERS, is_valid_incoming
 
 if TYPE_CHECKING:
     from sentinel.proxy.listener import HttpProtocol, RouteRuntime
+    from sentinel.tracing.policy import TracePolicy
     from sentinel.upstream.connection import TargetPool, UpstreamConnection
     from sentinel.upstream.target import TargetState
 
@@ -38,6 +41,7 @@ _INCOMING_ID_HEADERS = tuple(h.encode() for h in INCOMING_HEADERS)
 _BUFFER_HIGH = 256 * 1024
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _DROP_UPSTREAM = HOP_BY_HOP | REPLACED_UPSTREAM
+_DROP_UPSTREAM_TRACED = _DROP_UPSTREAM | {b"traceparent", b"tracestate"}
 _DROP_DOWNSTREAM = HOP_BY_HOP | REPLACED_DOWNSTREAM
 _NO_HEADERS: dict[str, str] = {}
 
@@ -52,6 +56,7 @@ class Exchange:
         "body_buffered",
         "chunked",
         "client_keep_alive",
+        "client_span_id",
         "conn",
         "connect_task",
         "content_length",
@@ -65,6 +70,7 @@ class Exchange:
         "method",
         "mode",
         "out",
+        "parent",
         "path",
         "pending_error",
         "proto",
@@ -75,9 +81,13 @@ class Exchange:
         "response_bytes",
         "response_started",
         "route",
+        "sampled",
+        "span_id",
         "started",
         "status",
         "timer",
+        "trace_flags",
+        "trace_id",
         "tried",
         "upgrade",
     )
@@ -125,6 +135,13 @@ class Exchange:
         self.path = ""
         self.query = ""
         self.pending_error: tuple[int, str] | None = None
+        # Trace context (SPEC §6.2): empty trace_id when tracing is not configured.
+        self.trace_id = b""
+        self.trace_flags = 0  # FLAG_RANDOM as received, or set for generated ids; sampled bit apart
+        self.parent: SpanContext | None = None
+        self.span_id = b""  # the SERVER span of this request
+        self.client_span_id = b""  # the CLIENT span of the current upstream attempt
+        self.sampled = False
 
     # -- request side -------------------------------------------------------------------------------
 
@@ -203,6 +220,8 @@ class Exchange:
         self.path = url.path.decode("latin-1") if url.path else "/"
         self.query = url.query.decode("latin-1") if url.query else ""
         self.correlation_id = self._correlation_id()
+        if ctx.tracing is not None:
+            self._begin_trace(ctx.unrouted_trace)
 
         if self.content_length is not None and self.content_length > ctx.limits.max_body_size:
             self.proto.closing = True  # the body will not be read
@@ -229,6 +248,8 @@ class Exchange:
             self.send_error(404, "no route matches this request")
             return
         route = self.route = ctx.runtime(compiled)
+        if route.trace is not None:
+            self.sampled = route.trace.sampled(self.parent, self.trace_id)
         handler = route.config.builtin_handler
         if handler is not None:
             answer = ctx.builtins.handle(handler, self.correlation_id)
@@ -241,6 +262,28 @@ class Exchange:
             )
             return
         self.attempt()
+
+    def _begin_trace(self, policy: TracePolicy | None) -> None:
+        """Continue the caller's trace (a valid traceparent) or start one; decide sampling with the
+        rule for unrouted requests, refined once the route is known."""
+        traceparents: list[bytes] = []
+        tracestates: list[bytes] = []
+        for name, value in self.headers:
+            lower = name.lower()
+            if lower == b"traceparent":
+                traceparents.append(value)
+            elif lower == b"tracestate":
+                tracestates.append(value)
+        parent = extract(traceparents, tracestates) if traceparents else None
+        self.parent = parent
+        if parent is not None:
+            self.trace_id = parent.trace_id
+            self.trace_flags = parent.flags & FLAG_RANDOM
+        else:
+            self.trace_id = new_trace_id()
+            self.trace_flags = FLAG_RANDOM  # all 128 bits of our ids are random
+        self.span_id = new_span_id()
+        self.sampled = policy.sampled(parent, self.trace_id) if policy is not None else False
 
     def _correlation_id(self) -> str:
         h = self.h
@@ -335,7 +378,8 @@ class Exchange:
         h = self.h
         connection = h.get(b"connection")
         listed = connection_tokens(connection)
-        drop = _DROP_UPSTREAM | listed if listed else _DROP_UPSTREAM
+        base = _DROP_UPSTREAM_TRACED if self.trace_id else _DROP_UPSTREAM
+        drop = base | listed if listed else base
         out: list[tuple[bytes, bytes]] = []
         forwarded_for: bytes | None = None
         for name, value in self.headers:
@@ -355,6 +399,17 @@ class Exchange:
             target = self.tried[-1]
             out.append((b"host", target.key.encode()))
         out.append((b"x-correlation-id", self.correlation_id.encode()))
+        if self.trace_id:
+            # Named after this attempt's CLIENT span, so the upstream's spans become its children;
+            # the sampled bit is the real decision.
+            self.client_span_id = new_span_id()
+            flags = self.trace_flags | (FLAG_SAMPLED if self.sampled else 0)
+            out.append(
+                (b"traceparent", b"00-%s-%s-%02x" % (hexlify(self.trace_id), hexlify(self.client_span_id), flags))
+            )
+            parent = self.parent
+            if parent is not None and parent.tracestate:
+                out.append((b"tracestate", parent.tracestate.encode()))
         if route.request_ops:
             apply_ops(out, route.request_ops)
         if self.upgrade:
@@ -554,7 +609,8 @@ class Exchange:
     def send_error(self, status: int, message: str) -> None:
         if not self.correlation_id:
             self.correlation_id = self.proto.ctx.new_id()
-        body = error_body(status, message, os.urandom(16).hex(), self.correlation_id)
+        trace_id = self.trace_id.hex() if self.trace_id else os.urandom(16).hex()
+        body = error_body(status, message, trace_id, self.correlation_id)
         self.send_simple(status, ERROR_JSON, body, b"x-correlation-id: %s\r\n" % self.correlation_id.encode())
 
     def send_simple(self, status: int, content_type: bytes, body: bytes, extra: bytes) -> None:

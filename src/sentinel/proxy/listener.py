@@ -23,6 +23,7 @@ from sentinel.proxy.exchange import Exchange
 from sentinel.proxy.headers import compile_ops
 from sentinel.proxy.router import CompiledRoute, Router
 from sentinel.tracing.correlation import generator
+from sentinel.tracing.policy import TracePolicy
 
 if TYPE_CHECKING:
     from sentinel.upstream.cluster import Cluster
@@ -47,6 +48,7 @@ class RouteRuntime:
     request_ops: tuple[tuple[str, bytes, bytes], ...]
     response_ops: tuple[tuple[str, bytes, bytes], ...]
     max_attempts: int
+    trace: TracePolicy | None  # None when tracing is not configured
 
 
 class ConnectionBudget:
@@ -79,6 +81,8 @@ class ListenerContext:
         "routes",
         "scheme",
         "server_port",
+        "tracing",
+        "unrouted_trace",
     )
 
     def __init__(
@@ -103,6 +107,10 @@ class ListenerContext:
         self.request_timeout = listener.request_timeout_secs
         self.keepalive_timeout = listener.keepalive_timeout_secs
         self.open_connections: set[HttpProtocol] = set()
+        tracing = config.observability.tracing
+        self.tracing = tracing
+        # Requests that match no route are traced with the global rule.
+        self.unrouted_trace = TracePolicy(tracing, None) if tracing is not None else None
         self.routes: dict[int, RouteRuntime] = {}
         for compiled in self.router.routes:
             r = compiled.config
@@ -113,6 +121,7 @@ class ListenerContext:
                 request_ops=compile_ops(r.policies.request_headers),
                 response_ops=compile_ops(r.policies.response_headers),
                 max_attempts=r.retry.max_attempts,
+                trace=TracePolicy(tracing, r) if tracing is not None else None,
             )
 
     def runtime(self, route: CompiledRoute) -> RouteRuntime:
