@@ -218,12 +218,6 @@ def test_tracing_options() -> None:
             OtlpProtocol.HTTP_PROTOBUF,
         ),
         ('backend "jaeger"', TracingBackendKind.JAEGER, "http://localhost:4317", OtlpProtocol.GRPC),
-        (
-            'backend "zipkin"',
-            TracingBackendKind.ZIPKIN,
-            "http://localhost:9411/api/v2/spans",
-            OtlpProtocol.HTTP_PROTOBUF,
-        ),
         ('backend "embedded"', TracingBackendKind.EMBEDDED, "http://127.0.0.1:4317", OtlpProtocol.GRPC),
         (
             'backend "otlp" { endpoint "http://c:4317/"; protocol "grpc"; }',
@@ -267,3 +261,9 @@ def test_config_objects_are_immutable() -> None:
         c.system.worker_threads = 3  # type: ignore[misc]
     with pytest.raises(TypeError):
         c.upstreams["x"] = None  # type: ignore[index]
+
+
+def test_zipkin_backend_is_refused_until_implemented() -> None:
+    (message,) = errors(LISTENERS + 'observability {\n    tracing {\n        backend "zipkin"\n    }\n}\n')
+    assert message.startswith("test.kdl:6:9: observability > tracing > backend:")
+    assert "not supported yet" in message

@@ -330,7 +330,7 @@ class TracingConfig:
     backend: TracingBackend
     enabled: bool = True
     sampling_rate: float = 1.0
-    service_name: str = "sentinel"
+    service_name: str | None = None  # None: OTEL_SERVICE_NAME, else "sentinel" (tracing/resource.py)
     propagation: tuple[Propagator, ...] = (Propagator.TRACECONTEXT,)
     traceresponse: bool = False
     record_query: bool = False

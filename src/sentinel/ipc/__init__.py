@@ -1,7 +1,7 @@
 """The supervisor ↔ worker channel: one Unix stream socket per worker, framed messages.
 
 Frame: u32 big-endian length of what follows, a type byte, then the payload. Type 1 carries a
-JSON control message; later types carry span batches and metric deltas.
+JSON control message, type 2 a batch of finished spans; metric deltas will follow.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import struct
 from typing import Any
 
 CONTROL = 1
+SPANS = 2  # worker → supervisor: encoded OTLP spans, each prefixed with its u32 length
 _HEADER = struct.Struct(">IB")
 MAX_FRAME = 64 * 1024 * 1024
 

@@ -29,6 +29,7 @@ from sentinel.proxy.headers import (
 from sentinel.proxy.router import RequestView
 from sentinel.tracing.context import FLAG_RANDOM, FLAG_SAMPLED, SpanContext, extract, new_span_id, new_trace_id
 from sentinel.tracing.correlation import INCOMING_HEADERS, is_valid_incoming
+from sentinel.tracing.spans import client_span, server_span
 
 if TYPE_CHECKING:
     from sentinel.proxy.listener import HttpProtocol, RouteRuntime
@@ -51,6 +52,7 @@ _NO_BODY, _LENGTH, _CHUNKED, _UNTIL_CLOSE = 0, 1, 2, 3
 
 class Exchange:
     __slots__ = (
+        "attempt_start_ns",
         "attempts",
         "body_buffer",
         "body_buffered",
@@ -83,6 +85,7 @@ class Exchange:
         "route",
         "sampled",
         "span_id",
+        "start_ns",
         "started",
         "status",
         "timer",
@@ -142,6 +145,8 @@ class Exchange:
         self.span_id = b""  # the SERVER span of this request
         self.client_span_id = b""  # the CLIENT span of the current upstream attempt
         self.sampled = False
+        self.start_ns = time.time_ns()
+        self.attempt_start_ns = 0  # set while a sampled attempt's CLIENT span is open
 
     # -- request side -------------------------------------------------------------------------------
 
@@ -311,6 +316,10 @@ class Exchange:
             return
         self.tried.append(target)
         self.attempts += 1
+        if self.trace_id:
+            self.client_span_id = new_span_id()
+            if self.sampled:
+                self.attempt_start_ns = time.time_ns()
         pool = cluster.pools[target.key]
         conn = pool.take_idle()
         if conn is not None:
@@ -339,6 +348,7 @@ class Exchange:
     def _connect_failed(self, target: TargetState, failure: str) -> None:
         target.record_failure(_monotonic())
         self.last_failure = failure
+        self._attempt_ended(0, failure)
         if self.done:
             return
         route = self.route
@@ -402,7 +412,6 @@ class Exchange:
         if self.trace_id:
             # Named after this attempt's CLIENT span, so the upstream's spans become its children;
             # the sampled bit is the real decision.
-            self.client_span_id = new_span_id()
             flags = self.trace_flags | (FLAG_SAMPLED if self.sampled else 0)
             out.append(
                 (b"traceparent", b"00-%s-%s-%02x" % (hexlify(self.trace_id), hexlify(self.client_span_id), flags))
@@ -506,6 +515,7 @@ class Exchange:
 
     def on_response_complete(self) -> None:
         conn, self.conn = self.conn, None
+        self._attempt_ended(self.status, "")
         target = self.tried[-1]
         target.inflight -= 1
         if self.status >= 500:
@@ -531,6 +541,7 @@ class Exchange:
 
     def on_upstream_error(self, failure: str, exc: BaseException | None) -> None:
         conn, self.conn = self.conn, None
+        self._attempt_ended(self.status if self.response_started else 0, failure)
         target = self.tried[-1]
         target.inflight -= 1
         if conn is not None:
@@ -638,12 +649,36 @@ class Exchange:
         if self.done:
             return
         self.done = True
+        if self.sampled:
+            self._attempt_ended(0, "aborted")  # an attempt still open here was cut short
+            recorder = self.proto.ctx.recorder
+            if recorder is not None:
+                recorder.record(server_span(self, time.time_ns()))
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
         self.proto.exchange_finished(self, keep_alive)
 
     # -- whole-request and write timeouts (timers only exist when they can fire) --------------------
+
+    def _attempt_ended(self, status: int, error: str) -> None:
+        """Close the CLIENT span of the current upstream attempt (sampled requests only)."""
+        start = self.attempt_start_ns
+        if not start:
+            return
+        self.attempt_start_ns = 0
+        recorder = self.proto.ctx.recorder
+        if recorder is not None:
+            span = client_span(self, self.tried[-1], self.client_span_id, start, time.time_ns(), status, error)
+            recorder.record(span)
+
+    def error_type(self) -> str:
+        """`error.type` of the SERVER span: what failed, for answers that are errors."""
+        if self.status >= 500 and self.last_failure:
+            return self.last_failure
+        if self.status >= 500:
+            return str(self.status)
+        return "" if self.status else "incomplete"
 
     def _start_timer(self, delay: float, failure: str) -> None:
         if self.timer is not None:

@@ -24,6 +24,7 @@ from sentinel.proxy.headers import compile_ops
 from sentinel.proxy.router import CompiledRoute, Router
 from sentinel.tracing.correlation import generator
 from sentinel.tracing.policy import TracePolicy
+from sentinel.tracing.recorder import SpanRecorder
 
 if TYPE_CHECKING:
     from sentinel.upstream.cluster import Cluster
@@ -76,6 +77,7 @@ class ListenerContext:
         "loop",
         "new_id",
         "open_connections",
+        "recorder",
         "request_timeout",
         "router",
         "routes",
@@ -93,8 +95,10 @@ class ListenerContext:
         clusters: dict[str, Cluster],
         loop: asyncio.AbstractEventLoop,
         budget: ConnectionBudget | None = None,
+        recorder: SpanRecorder | None = None,
     ) -> None:
         self.config = config
+        self.recorder = recorder
         self.budget = budget or ConnectionBudget(config.system.max_connections)
         self.listener = listener
         self.router = Router(config, listener)
@@ -230,6 +234,14 @@ class HttpProtocol(asyncio.Protocol):
         if (not self.pipeline or self.tunnel is not None) and self.transport is not None:
             self.transport.close()
         return True
+
+    def drain(self, grace: float) -> None:
+        """Stop keeping this connection alive. An idle one gets `grace` seconds to send the request it
+        may already have on the way (a connection accepted a moment ago has not been read yet);
+        closing it at once would fail that request."""
+        self.closing = True
+        if not self.pipeline and self.transport is not None:
+            self._arm_timer(grace)
 
     # -- timers -------------------------------------------------------------------------------------
 

@@ -29,8 +29,11 @@ from sentinel.config import (
     read_config_file,
 )
 from sentinel.config.model import ListenerConfig
-from sentinel.ipc import CONTROL, decode_control, encode_control, read_frame
+from sentinel.ipc import CONTROL, SPANS, decode_control, encode_control, read_frame
 from sentinel.supervisor.health import HealthChecker
+from sentinel.tracing.export import SpanExporter
+from sentinel.tracing.recorder import unpack_spans
+from sentinel.tracing.resource import resource_attributes
 
 _READY_TIMEOUT = 30.0
 _RESTART_BACKOFF_MAX = 5.0
@@ -50,6 +53,14 @@ def bind_listener(listener: ListenerConfig, port: int | None = None) -> socket.s
     sock.listen(1024)
     sock.set_inheritable(True)
     return sock
+
+
+def make_exporter(config: Config) -> SpanExporter | None:
+    """The span export pipeline, owned by the supervisor so that it runs once for all workers."""
+    tracing = config.observability.tracing
+    if tracing is None or not tracing.enabled:
+        return None
+    return SpanExporter(tracing, resource_attributes(tracing.service_name))
 
 
 def worker_count(config: Config) -> int:
@@ -80,6 +91,7 @@ class Supervisor:
         self.stopping = False
         self.done = asyncio.Event()
         self.health = HealthChecker(self.broadcast_health)
+        self.exporter: SpanExporter | None = make_exporter(config)
         self._restart_delay: dict[int, float] = {}
 
     # -- sockets ------------------------------------------------------------------------------------
@@ -164,7 +176,10 @@ class Supervisor:
             if frame is None:
                 return
             kind, payload = frame
-            if kind == CONTROL:
+            if kind == SPANS:
+                if self.exporter is not None:
+                    self.exporter.offer(unpack_spans(payload))
+            elif kind == CONTROL:
                 message = decode_control(payload)
                 if message.get("type") == "ready":
                     handle.ready.set()
@@ -242,7 +257,24 @@ class Supervisor:
             log("reload failed: the new workers did not start; keeping the running configuration")
             return
         self.health.configure(config)
+        await self._reload_exporter(previous[0], config)
         log(f"reloaded {source} (generation {self.generation})")
+
+    async def _reload_exporter(self, old_config: Config, config: Config) -> None:
+        """Flush on reload; build a new pipeline only if the tracing settings changed."""
+        old = self.exporter
+        if old_config.observability.tracing == config.observability.tracing:
+            if old is not None:
+                await old.flush(5.0)
+            return
+        new = make_exporter(config)
+        if new is not None:
+            await new.start()
+        self.exporter = new
+        if old is not None:
+            # The retiring workers' last spans may still arrive for the old settings; they go to the new
+            # pipeline (or are dropped if tracing was switched off), and the old one sends what it holds.
+            await old.shutdown(5.0)
 
     def shutdown(self) -> None:
         if self.stopping:
@@ -264,6 +296,8 @@ class Supervisor:
             loop.add_signal_handler(sig, self.shutdown)
         reloads: asyncio.Queue[None] = asyncio.Queue()
         loop.add_signal_handler(signal.SIGHUP, reloads.put_nowait, None)
+        if self.exporter is not None:
+            await self.exporter.start()
         if not await self.start_generation():
             if not self.stopping:
                 log("workers failed to start")
@@ -279,6 +313,9 @@ class Supervisor:
         await self.done.wait()
         reload_task.cancel()
         self.health.stop()
+        if self.exporter is not None:
+            # The workers flushed their spans as they drained; send them before exiting.
+            await self.exporter.shutdown(float(self.config.system.graceful_shutdown_timeout_secs))
         self._close_unused_sockets()
         for sock in self.sockets.values():
             sock.close()

@@ -26,9 +26,11 @@ from sentinel.config.model import Config, ListenerConfig, ListenerProtocol
 from sentinel.ipc import CONTROL, decode_control, encode_control, read_frame
 from sentinel.proxy.builtins import Builtins, InstanceInfo
 from sentinel.proxy.listener import ConnectionBudget, HttpProtocol, ListenerContext
+from sentinel.tracing.recorder import SpanRecorder
 from sentinel.upstream.cluster import Cluster
 
 _SWEEP_INTERVAL = 1.0
+_IDLE_GRACE = 1.0  # seconds an idle connection may still send one request while draining
 
 
 def tls_context(listener: ListenerConfig) -> ssl.SSLContext | None:
@@ -52,6 +54,7 @@ class Worker:
         self.servers: list[asyncio.Server] = []
         self.stopping = asyncio.Event()
         self.writer: asyncio.StreamWriter | None = None
+        self.recorder: SpanRecorder | None = None
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -60,8 +63,15 @@ class Worker:
         builtins = Builtins(self.config, info, self.target_health)
         workers = self.config.system.worker_threads or os.cpu_count() or 1
         budget = ConnectionBudget(max(1, -(-self.config.system.max_connections // workers)))
+        reader, self.writer = await asyncio.open_unix_connection(sock=self.control)
+        writer = self.writer
+        tracing = self.config.observability.tracing
+        recorder = None
+        if tracing is not None and tracing.enabled:
+            recorder = SpanRecorder(writer.write, writer.transport.get_write_buffer_size)
+        self.recorder = recorder
         for listener in self.config.listeners:
-            ctx = ListenerContext(self.config, listener, builtins, self.clusters, loop, budget)
+            ctx = ListenerContext(self.config, listener, builtins, self.clusters, loop, budget, recorder)
             self.contexts.append(ctx)
             server = await loop.create_server(
                 functools.partial(HttpProtocol, ctx),
@@ -72,14 +82,18 @@ class Worker:
             self.servers.append(server)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
-        reader, self.writer = await asyncio.open_unix_connection(sock=self.control)
         control_task = loop.create_task(self._read_control(reader))
         sweep_task = loop.create_task(self._sweep())
-        self.writer.write(encode_control({"type": "ready", "worker": self.index}))
+        flush_task = loop.create_task(recorder.run()) if recorder is not None else None
+        writer.write(encode_control({"type": "ready", "worker": self.index}))
         await self.stopping.wait()
         sweep_task.cancel()
         control_task.cancel()
         await self._drain()
+        if flush_task is not None and recorder is not None:
+            flush_task.cancel()
+            recorder.flush()  # the drained requests' spans
+            await writer.drain()
         return 0
 
     def target_health(self, upstream_id: str, target: str) -> str:
@@ -124,9 +138,7 @@ class Worker:
         deadline = asyncio.get_running_loop().time() + self.config.system.graceful_shutdown_timeout_secs
         for ctx in self.contexts:
             for proto in list(ctx.open_connections):
-                proto.closing = True
-                if not proto.pipeline and proto.transport is not None:
-                    proto.transport.close()
+                proto.drain(_IDLE_GRACE)
         loop = asyncio.get_running_loop()
         while any(ctx.open_connections for ctx in self.contexts) and loop.time() < deadline:
             await asyncio.sleep(0.05)

@@ -1,0 +1,124 @@
+"""The SERVER and CLIENT spans of a proxied request (SPEC §6.4), with the stable HTTP semantic conventions.
+
+Built only for sampled requests, at the end of each upstream attempt and of the exchange, straight
+into OTLP bytes (`otlp.encode_span`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from sentinel.tracing.otlp import AttrValue, SpanKind, StatusCode, encode_span
+
+if TYPE_CHECKING:
+    from sentinel.proxy.exchange import Exchange
+    from sentinel.upstream.target import TargetState
+
+_PROTOCOL_VERSION = {True: "1.0", False: "1.1"}
+
+
+def server_span(ex: Exchange, end_ns: int) -> bytes:
+    proto = ex.proto
+    ctx = proto.ctx
+    route = ex.route
+    method = ex.method.decode("latin-1")
+    template = route.template if route is not None else None
+    host = ex.h.get(b"host")
+    attrs: list[tuple[str, AttrValue]] = [
+        ("http.request.method", method),
+        ("url.path", ex.path),
+        ("url.scheme", ctx.scheme.decode()),
+    ]
+    if ex.query and ctx.tracing is not None and ctx.tracing.record_query:
+        attrs.append(("url.query", ex.query))
+    if template is not None:
+        attrs.append(("http.route", template))
+    if ex.status:
+        attrs.append(("http.response.status_code", ex.status))
+    attrs.append(("server.address", _host_only(host.decode("latin-1")) if host else ctx.listener.address.host))
+    attrs.append(("server.port", ctx.server_port))
+    attrs.append(("client.address", proto.client_ip))
+    attrs.append(("network.peer.address", proto.client_ip))
+    attrs.append(("network.peer.port", proto.client_port))
+    attrs.append(("network.protocol.version", _PROTOCOL_VERSION[ex.http10]))
+    user_agent = ex.h.get(b"user-agent")
+    if user_agent is not None:
+        attrs.append(("user_agent.original", user_agent.decode("latin-1")))
+    attrs.append(("http.request.body.size", ex.request_body_bytes))
+    attrs.append(("http.response.body.size", ex.response_bytes))
+    error = ex.error_type()
+    if error:
+        attrs.append(("error.type", error))
+    if route is not None:
+        attrs.append(("sentinel.route.id", route.config.id))
+        if route.config.upstream:
+            attrs.append(("sentinel.upstream.id", route.config.upstream))
+    attrs.append(("sentinel.correlation_id", ex.correlation_id))
+    failed = ex.status >= 500 or ex.status == 0
+    parent = ex.parent
+    return encode_span(
+        ex.trace_id,
+        ex.span_id,
+        parent.span_id if parent is not None else b"",
+        f"{method} {template}" if template is not None else method,
+        SpanKind.SERVER,
+        ex.start_ns,
+        end_ns,
+        attrs,
+        status_code=StatusCode.ERROR if failed else StatusCode.UNSET,
+        trace_state=parent.tracestate or "" if parent is not None else "",
+        flags=_remote_parent_flags(ex),
+    )
+
+
+def client_span(
+    ex: Exchange, target: TargetState, span_id: bytes, start_ns: int, end_ns: int, status: int, error: str
+) -> bytes:
+    method = ex.method.decode("latin-1")
+    route = ex.route
+    attrs: list[tuple[str, AttrValue]] = [
+        ("http.request.method", method),
+        ("server.address", target.host),
+        ("server.port", target.port),
+        ("url.full", f"http://{target.key}{ex.path}"),
+        ("network.peer.address", target.host),
+    ]
+    if status:
+        attrs.append(("http.response.status_code", status))
+    resend = ex.attempts - 1
+    if resend > 0:
+        attrs.append(("http.request.resend_count", resend))
+    if error:
+        attrs.append(("error.type", error))
+    elif status >= 400:
+        attrs.append(("error.type", str(status)))
+    if route is not None and route.config.upstream:
+        attrs.append(("sentinel.upstream.id", route.config.upstream))
+    return encode_span(
+        ex.trace_id,
+        span_id,
+        ex.span_id,
+        method,
+        SpanKind.CLIENT,
+        start_ns,
+        end_ns,
+        attrs,
+        status_code=StatusCode.ERROR if error or status >= 400 else StatusCode.UNSET,
+        flags=0x100 | _SAMPLED_FLAGS,  # has-is-remote known, parent (our SERVER span) is local
+    )
+
+
+_SAMPLED_FLAGS = 0x01
+
+
+def _remote_parent_flags(ex: Exchange) -> int:
+    # Span.flags: W3C flags in the low byte; 0x100 says whether the parent is remote is known, 0x200 that it is.
+    if ex.parent is None:
+        return 0x100 | _SAMPLED_FLAGS | (ex.trace_flags & 0x02)
+    return 0x300 | _SAMPLED_FLAGS | (ex.trace_flags & 0x02)
+
+
+def _host_only(host: str) -> str:
+    if host.startswith("["):
+        return host[1 : host.find("]")] if "]" in host else host
+    return host.rsplit(":", 1)[0] if ":" in host else host

@@ -1,0 +1,122 @@
+"""One connected trace across the caller, Sentinel and an upstream traced with the OpenTelemetry SDK
+(SPEC §6.4, §6.5): caller span → Sentinel SERVER → Sentinel CLIENT → upstream SERVER, all exported for
+real (Sentinel over OTLP/gRPC to a receiver built from the official messages)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, format_span_id, format_trace_id
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from tests.support.client import request
+from tests.support.configs import proxy_config
+from tests.support.otlp_receivers import GrpcReceiver
+from tests.support.process import sentinel, wait_for
+from tests.support.threaded import LoopThread
+
+PROPAGATOR = TraceContextTextMapPropagator()
+
+
+class TracedUpstream:
+    """An HTTP upstream that continues the incoming trace with the OpenTelemetry SDK."""
+
+    def __init__(self, provider: TracerProvider) -> None:
+        tracer = provider.get_tracer("api-backend")
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:
+                context = PROPAGATOR.extract(dict(self.headers.items()))
+                with tracer.start_as_current_span("GET /api/users", context=context, kind=SpanKind.SERVER):
+                    body = b'{"users":[]}'
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.address = f"127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[tuple[LoopThread, GrpcReceiver]]:
+    loop = LoopThread()
+    grpc_receiver = loop.run(GrpcReceiver().start())
+    yield loop, grpc_receiver
+    loop.stop(grpc_receiver.stop)
+
+
+def test_one_connected_trace(tmp_path: Path, receiver: tuple[LoopThread, GrpcReceiver]) -> None:
+    loop, otlp = receiver
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    upstream = TracedUpstream(provider)
+    tracing = (
+        "observability {\n    tracing {\n"
+        f'        backend "otlp" {{\n            endpoint "http://127.0.0.1:{otlp.port}"\n        }}\n'
+        '        sampling-rate 1.0\n        service-name "sentinel"\n        schedule-delay-ms 50\n    }\n}\n'
+    )
+    try:
+        with sentinel(tmp_path, proxy_config(upstream.address, extra=tracing)) as proc:
+            caller = provider.get_tracer("caller")
+            with caller.start_as_current_span("caller", kind=SpanKind.CLIENT) as caller_span:
+                headers: dict[str, str] = {}
+                PROPAGATOR.inject(headers)
+                resp = request(proc.port, path="/api/users", headers=headers)
+            assert resp.status == 200
+            wait_for(lambda: len(loop.call(lambda: otlp.spans)) >= 2, timeout=15, what="Sentinel's spans")
+            exported = loop.call(lambda: list(otlp.spans))
+            resource = loop.call(lambda: otlp.requests[0].request.resource_spans[0].resource)
+    finally:
+        upstream.stop()
+
+    trace_id = caller_span.get_span_context().trace_id
+    (server,) = [s for s in exported if s.kind == 2]
+    (client,) = [s for s in exported if s.kind == 3]
+    (backend,) = [s for s in memory.get_finished_spans() if s.name == "GET /api/users"]
+
+    for span in (server, client):
+        assert span.trace_id.hex() == format_trace_id(trace_id)
+    assert server.parent_span_id.hex() == format_span_id(caller_span.get_span_context().span_id)
+    assert client.parent_span_id == server.span_id
+    assert backend.context is not None
+    assert backend.parent is not None
+    assert backend.context.trace_id == trace_id
+    assert format_span_id(backend.parent.span_id) == client.span_id.hex()
+
+    assert server.name == "GET /*"
+    assert client.name == "GET"
+    server_attrs = {kv.key: kv.value for kv in server.attributes}
+    assert server_attrs["http.request.method"].string_value == "GET"
+    assert server_attrs["url.path"].string_value == "/api/users"
+    assert server_attrs["http.route"].string_value == "/*"
+    assert server_attrs["http.response.status_code"].int_value == 200
+    assert server_attrs["sentinel.route.id"].string_value == "api"
+    assert server_attrs["sentinel.upstream.id"].string_value == "backend"
+    assert server_attrs["sentinel.correlation_id"].string_value == resp.header("x-correlation-id")
+    client_attrs = {kv.key: kv.value for kv in client.attributes}
+    assert client_attrs["server.address"].string_value == "127.0.0.1"
+    assert client_attrs["url.full"].string_value == f"http://{upstream.address}/api/users"
+    assert client_attrs["http.response.status_code"].int_value == 200
+    resource_attrs = {kv.key: kv.value.string_value for kv in resource.attributes}
+    assert resource_attrs["service.name"] == "sentinel"
