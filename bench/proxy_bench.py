@@ -95,6 +95,17 @@ upstreams {{
 """
 
 
+# Tracing on, exporting to a local OTLP/gRPC sink; "0" is a configured tracer with every request unsampled.
+TRACING = """
+observability {{
+    tracing {{
+        backend "otlp" {{ endpoint "http://127.0.0.1:{sink}"; }}
+        sampling-rate {rate}
+    }}
+}}
+"""
+
+
 @dataclass
 class Result:
     name: str
@@ -229,6 +240,9 @@ def main() -> int:
     )
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument(
+        "--tracing", action="store_true", help="also run sentinel-1 with tracing at sampling 0, 0.1 and 1.0"
+    )
+    parser.add_argument(
         "--pin", action="store_true", help="pin wrk to CPU 0 and the servers to CPU 1 (CPU-efficiency comparison)"
     )
     parser.add_argument("--only", choices=["direct", "nginx", "sentinel-1", "sentinel-auto"], action="append")
@@ -260,12 +274,22 @@ def main() -> int:
             targets.append(
                 ("nginx", port, procs.start([*PIN_SERVER, nginx, "-c", str(work / "proxy.conf"), "-p", str(work)]))
             )
-        for name, workers in (("sentinel-1", 1), ("sentinel-auto", 0)):
+        variants = [("sentinel-1", 1, ""), ("sentinel-auto", 0, "")]
+        if args.tracing:
+            sink_port = free_port()
+            procs.start([*PIN_SERVER, sys.executable, str(REPO / "bench" / "otlp_sink.py"), str(sink_port)])
+            wait_port(sink_port)
+            variants += [
+                (f"sentinel-1-trace-{rate}", 1, TRACING.format(rate=rate, sink=sink_port))
+                for rate in ("0", "0.1", "1.0")
+            ]
+            wanted.update(name for name, _, _ in variants)
+        for name, workers, extra in variants:
             if name not in wanted:
                 continue
             port = free_port()
             config = work / f"{name}.kdl"
-            config.write_text(SENTINEL.format(workers=workers, port=port, upstream=up_port, extra=""))
+            config.write_text(SENTINEL.format(workers=workers, port=port, upstream=up_port, extra=extra))
             pin = PIN_SERVER if workers == 1 else []
             sentinel = [*pin, sys.executable, "-m", "sentinel.cli.main", "-c", str(config)]
             targets.append((name, port, procs.start(sentinel)))
@@ -333,6 +357,12 @@ def report(results: list[Result], notes: dict[str, object], args: argparse.Names
                 f"{name} p50 added latency at 1 conn: {added_sentinel * 1000:.0f} us "
                 f"(nginx adds {added_nginx * 1000:.0f} us; ratio {added_sentinel / max(added_nginx, 1e-6):.2f}x)"
             )
+    base = by.get(("sentinel-1", args.connections))
+    for rate in ("0", "0.1", "1.0"):
+        traced = by.get((f"sentinel-1-trace-{rate}", args.connections))
+        if base and traced:
+            cost = 1 - traced.requests_per_sec / base.requests_per_sec
+            print(f"tracing at sampling {rate} costs {cost * 100:.1f}% of req/s against tracing off")
     for key, value in notes.items():
         print(f"{key}: {value}")
     RESULTS.mkdir(parents=True, exist_ok=True)

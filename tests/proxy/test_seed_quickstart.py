@@ -29,6 +29,8 @@ def test_jaeger_seed_config_proxies_api_and_answers_health(tmp_path: Path, upstr
         seed.replace('address "0.0.0.0:8080"', f'address "127.0.0.1:{_free_port()}"')
         .replace('target "127.0.0.1:3000"', f'target "{upstream.address}"')
         .replace('address "0.0.0.0:9090"', f'address "127.0.0.1:{_free_port()}"')
+        # No collector at localhost:4317 here: keep the shutdown short.
+        .replace("worker-threads 0", "worker-threads 0\n    graceful-shutdown-timeout-secs 1")
     )
     with sentinel(tmp_path, config) as proc:
         for method, path, body in (

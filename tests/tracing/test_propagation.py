@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 from pathlib import Path
 
 from tests.support.client import request
-from tests.support.configs import proxy_config
+from tests.support.configs import proxy_config as _proxy_config
 from tests.support.process import sentinel
 from tests.support.upstream import UpstreamServer
 
 TRACING = 'observability {\n    tracing {\n        backend "otlp"\n        sampling-rate %s\n    }\n}\n'
+
+
+def proxy_config(*targets: str, **kw: Any) -> str:
+    # No collector runs in these tests: do not let shutdown wait for one.
+    return _proxy_config(*targets, **kw).replace(
+        "worker-threads 1", "worker-threads 1\n    graceful-shutdown-timeout-secs 1"
+    )
+
+
 PARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 

@@ -36,6 +36,7 @@ from sentinel.tracing.recorder import unpack_spans
 from sentinel.tracing.resource import resource_attributes
 
 _READY_TIMEOUT = 30.0
+_EXPORT_SHUTDOWN_MAX = 5.0  # seconds the exporter may take to send what is queued at shutdown
 _RESTART_BACKOFF_MAX = 5.0
 
 
@@ -314,8 +315,10 @@ class Supervisor:
         reload_task.cancel()
         self.health.stop()
         if self.exporter is not None:
-            # The workers flushed their spans as they drained; send them before exiting.
-            await self.exporter.shutdown(float(self.config.system.graceful_shutdown_timeout_secs))
+            # The workers flushed their spans as they drained; send them before exiting, but do not
+            # hold a shutdown for long on a collector that is down.
+            grace = float(self.config.system.graceful_shutdown_timeout_secs)
+            await self.exporter.shutdown(min(grace, _EXPORT_SHUTDOWN_MAX))
         self._close_unused_sockets()
         for sock in self.sockets.values():
             sock.close()
