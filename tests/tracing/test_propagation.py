@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import re
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 from tests.support.client import request
 from tests.support.configs import proxy_config as _proxy_config
