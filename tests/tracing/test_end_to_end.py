@@ -22,6 +22,7 @@ from tests.support.configs import proxy_config
 from tests.support.otlp_receivers import GrpcReceiver
 from tests.support.process import sentinel, wait_for
 from tests.support.threaded import LoopThread
+from tests.support.upstream import UpstreamServer
 
 PROPAGATOR = TraceContextTextMapPropagator()
 
@@ -120,3 +121,36 @@ def test_one_connected_trace(tmp_path: Path, receiver: tuple[LoopThread, GrpcRec
     assert client_attrs["http.response.status_code"].int_value == 200
     resource_attrs = {kv.key: kv.value.string_value for kv in resource.attributes}
     assert resource_attrs["service.name"] == "sentinel"
+
+
+def test_every_workers_spans_arrive(
+    tmp_path: Path, receiver: tuple[LoopThread, GrpcReceiver], upstream: UpstreamServer
+) -> None:
+    loop, otlp = receiver
+    tracing = (
+        "observability {\n    tracing {\n"
+        f'        backend "otlp" {{\n            endpoint "http://127.0.0.1:{otlp.port}"\n        }}\n'
+        "        sampling-rate 1.0\n        schedule-delay-ms 50\n    }\n}\n"
+    )
+    config = proxy_config(upstream.address, extra=tracing, workers=2)
+    with sentinel(tmp_path, config) as proc:
+        instances = set()
+        correlation_ids = set()
+        for i in range(60):
+            resp = request(proc.port, path=f"/api/{i}")
+            assert resp.status == 200
+            correlation_ids.add(resp.header("x-correlation-id"))
+            instances.add(request(proc.port, path="/status").json()["instance_id"])
+        assert len(instances) == 2  # both workers served traffic (fresh connections spread over them)
+
+        def server_ids() -> set[str]:
+            spans = loop.call(lambda: list(otlp.spans))
+            return {
+                kv.value.string_value
+                for s in spans
+                if s.kind == 2
+                for kv in s.attributes
+                if kv.key == "sentinel.correlation_id"
+            }
+
+        wait_for(lambda: correlation_ids <= server_ids(), timeout=15, what="a SERVER span for every request")
