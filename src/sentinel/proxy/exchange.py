@@ -271,15 +271,18 @@ class Exchange:
     def _begin_trace(self, policy: TracePolicy | None) -> None:
         """Continue the caller's trace (a valid traceparent) or start one; decide sampling with the
         rule for unrouted requests, refined once the route is known."""
-        traceparents: list[bytes] = []
-        tracestates: list[bytes] = []
-        for name, value in self.headers:
-            lower = name.lower()
-            if lower == b"traceparent":
-                traceparents.append(value)
-            elif lower == b"tracestate":
-                tracestates.append(value)
-        parent = extract(traceparents, tracestates) if traceparents else None
+        parent = None
+        if b"traceparent" in self.h:
+            # All values, not just the first: several traceparent headers make the context invalid.
+            traceparents: list[bytes] = []
+            tracestates: list[bytes] = []
+            for name, value in self.headers:
+                lower = name.lower()
+                if lower == b"traceparent":
+                    traceparents.append(value)
+                elif lower == b"tracestate":
+                    tracestates.append(value)
+            parent = extract(traceparents, tracestates)
         self.parent = parent
         if parent is not None:
             self.trace_id = parent.trace_id
