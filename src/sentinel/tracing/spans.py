@@ -122,3 +122,48 @@ def _host_only(host: str) -> str:
     if host.startswith("["):
         return host[1 : host.find("]")] if "]" in host else host
     return host.rsplit(":", 1)[0] if ":" in host else host
+
+
+def agent_call_span(
+    ex: Exchange,
+    span_id: bytes,
+    agent_id: str,
+    event: str,
+    start_ns: int,
+    end_ns: int,
+    *,
+    decision: str,
+    outcome: str,
+    failure_mode: str,
+    audit: dict[str, list[str]] | None = None,
+) -> bytes:
+    """One call to an agent (SPEC §6.4): kind CLIENT, child of the SERVER span, named `agent {ID} {event}`.
+
+    `span_id` is the id already sent to the agent in `metadata.traceparent`, so the agent's own spans
+    are this span's children. `outcome` is ok / timeout / error / circuit_open; anything but ok is an
+    error. `audit` carries the agent's tags and rule ids as string-array attributes.
+    """
+    attrs: list[tuple[str, AttrValue]] = [
+        ("sentinel.agent.id", agent_id),
+        ("sentinel.agent.event", event),
+        ("sentinel.agent.decision", decision),
+        ("sentinel.agent.outcome", outcome),
+        ("sentinel.agent.failure_mode", failure_mode),
+    ]
+    if outcome != "ok":
+        attrs.append(("error.type", outcome))
+    for key, values in (audit or {}).items():
+        if values:
+            attrs.append((f"sentinel.agent.{key}", list(values)))
+    return encode_span(
+        ex.trace_id,
+        span_id,
+        ex.span_id,
+        f"agent {agent_id} {event}",
+        SpanKind.CLIENT,
+        start_ns,
+        end_ns,
+        attrs,
+        status_code=StatusCode.ERROR if outcome != "ok" else StatusCode.UNSET,
+        flags=0x100 | _SAMPLED_FLAGS,
+    )

@@ -1,0 +1,63 @@
+"""Span building (SPEC §6.4) checked by decoding with the official OTLP messages."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any, cast
+
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+from sentinel.tracing.spans import agent_call_span
+
+
+def _exchange() -> Any:
+    return SimpleNamespace(trace_id=bytes(range(1, 17)), span_id=bytes(range(1, 9)))
+
+
+def test_agent_call_span() -> None:
+    raw = agent_call_span(
+        cast(Any, _exchange()),
+        b"\x09" * 8,
+        "auth",
+        "request_headers",
+        1_000,
+        2_000,
+        decision="block",
+        outcome="ok",
+        failure_mode="closed",
+        audit={"tags": ["bearer", "expired"], "rule_ids": ["R1"]},
+    )
+    span = Span.FromString(raw)
+    assert span.name == "agent auth request_headers"
+    assert span.kind == Span.SPAN_KIND_CLIENT
+    assert span.trace_id == bytes(range(1, 17))
+    assert span.parent_span_id == bytes(range(1, 9))
+    assert span.span_id == b"\x09" * 8
+    attrs = {kv.key: kv.value for kv in span.attributes}
+    assert attrs["sentinel.agent.id"].string_value == "auth"
+    assert attrs["sentinel.agent.event"].string_value == "request_headers"
+    assert attrs["sentinel.agent.decision"].string_value == "block"
+    assert attrs["sentinel.agent.outcome"].string_value == "ok"
+    assert attrs["sentinel.agent.failure_mode"].string_value == "closed"
+    assert [v.string_value for v in attrs["sentinel.agent.tags"].array_value.values] == ["bearer", "expired"]
+    assert [v.string_value for v in attrs["sentinel.agent.rule_ids"].array_value.values] == ["R1"]
+    assert "error.type" not in attrs
+    assert span.status.code == 0
+
+
+def test_failed_agent_call_is_an_error() -> None:
+    raw = agent_call_span(
+        cast(Any, _exchange()),
+        b"\x01" * 8,
+        "ratelimit",
+        "request_headers",
+        1,
+        2,
+        decision="allow",
+        outcome="timeout",
+        failure_mode="open",
+    )
+    span = Span.FromString(raw)
+    attrs = {kv.key: kv.value.string_value for kv in span.attributes}
+    assert attrs["error.type"] == "timeout"
+    assert span.status.code == 2
