@@ -25,6 +25,7 @@ from sentinel.proxy.router import CompiledRoute, Router
 from sentinel.tracing.correlation import generator
 from sentinel.tracing.policy import TracePolicy
 from sentinel.tracing.recorder import SpanRecorder
+from sentinel.tracing.spans import connection_attributes, route_attributes
 
 if TYPE_CHECKING:
     from sentinel.upstream.cluster import Cluster
@@ -50,6 +51,7 @@ class RouteRuntime:
     response_ops: tuple[tuple[str, bytes, bytes], ...]
     max_attempts: int
     trace: TracePolicy | None  # None when tracing is not configured
+    span_attributes: bytes  # the SERVER-span attributes constant for this route, pre-encoded
 
 
 class ConnectionBudget:
@@ -126,6 +128,7 @@ class ListenerContext:
                 response_ops=compile_ops(r.policies.response_headers),
                 max_attempts=r.retry.max_attempts,
                 trace=TracePolicy(tracing, r) if tracing is not None else None,
+                span_attributes=route_attributes(r, compiled.template) if tracing is not None else b"",
             )
 
     def runtime(self, route: CompiledRoute) -> RouteRuntime:
@@ -150,6 +153,8 @@ class HttpProtocol(asyncio.Protocol):
         self.tunnel: asyncio.Transport | None = None  # upstream transport once upgraded
         self._read_paused = False
         self._pending_reject: tuple[int, str] | None = None
+        self._span_attributes: bytes | None = None
+        self._span_attributes_http10 = False
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._header_bytes = 0
@@ -234,6 +239,18 @@ class HttpProtocol(asyncio.Protocol):
         if (not self.pipeline or self.tunnel is not None) and self.transport is not None:
             self.transport.close()
         return True
+
+    def span_attributes(self, http10: bool) -> bytes:
+        """SERVER-span attributes constant for this connection, encoded on the first sampled request."""
+        cached = self._span_attributes
+        if cached is None or self._span_attributes_http10 != http10:
+            ctx = self.ctx
+            cached = connection_attributes(
+                ctx.scheme.decode(), ctx.server_port, self.client_ip, self.client_port, http10
+            )
+            self._span_attributes = cached
+            self._span_attributes_http10 = http10
+        return cached
 
     def drain(self, grace: float) -> None:
         """Stop keeping this connection alive. An idle one gets `grace` seconds to send the request it

@@ -8,13 +8,60 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from sentinel.tracing.otlp import AttrValue, SpanKind, StatusCode, encode_span
+from sentinel.config.model import RouteConfig
+from sentinel.tracing.otlp import AttrValue, SpanKind, StatusCode, encode_attributes, encode_span
 
 if TYPE_CHECKING:
     from sentinel.proxy.exchange import Exchange
     from sentinel.upstream.target import TargetState
 
 _PROTOCOL_VERSION = {True: "1.0", False: "1.1"}
+
+
+def route_attributes(route: RouteConfig, template: str | None) -> bytes:
+    """The SERVER-span attributes that are the same for every request of a route, encoded once at
+    config load and appended to each span (protobuf concatenates repeated fields)."""
+    attrs: list[tuple[str, AttrValue]] = []
+    if template is not None:
+        attrs.append(("http.route", template))
+    attrs.append(("sentinel.route.id", route.id))
+    if route.upstream:
+        attrs.append(("sentinel.upstream.id", route.upstream))
+    return encode_attributes(attrs)
+
+
+def connection_attributes(scheme: str, server_port: int, client_ip: str, client_port: int, http10: bool) -> bytes:
+    """The SERVER-span attributes that are the same for every request on one client connection."""
+    return encode_attributes(
+        [
+            ("url.scheme", scheme),
+            ("server.port", server_port),
+            ("client.address", client_ip),
+            ("network.peer.address", client_ip),
+            ("network.peer.port", client_port),
+            ("network.protocol.version", _PROTOCOL_VERSION[http10]),
+        ]
+    )
+
+
+_target_attributes: dict[tuple[str, str], bytes] = {}
+
+
+def _target_attrs(target: TargetState, upstream_id: str) -> bytes:
+    key = (upstream_id, target.key)
+    cached = _target_attributes.get(key)
+    if cached is None:
+        cached = encode_attributes(
+            [
+                ("server.address", target.host),
+                ("server.port", target.port),
+                ("network.peer.address", target.host),
+                ("sentinel.upstream.id", upstream_id),
+            ]
+        )
+        if len(_target_attributes) < 4096:
+            _target_attributes[key] = cached
+    return cached
 
 
 def server_span(ex: Exchange, end_ns: int) -> bytes:
@@ -24,23 +71,12 @@ def server_span(ex: Exchange, end_ns: int) -> bytes:
     method = ex.method.decode("latin-1")
     template = route.template if route is not None else None
     host = ex.h.get(b"host")
-    attrs: list[tuple[str, AttrValue]] = [
-        ("http.request.method", method),
-        ("url.path", ex.path),
-        ("url.scheme", ctx.scheme.decode()),
-    ]
+    attrs: list[tuple[str, AttrValue]] = [("http.request.method", method), ("url.path", ex.path)]
     if ex.query and ctx.tracing is not None and ctx.tracing.record_query:
         attrs.append(("url.query", ex.query))
-    if template is not None:
-        attrs.append(("http.route", template))
     if ex.status:
         attrs.append(("http.response.status_code", ex.status))
     attrs.append(("server.address", _host_only(host.decode("latin-1")) if host else ctx.listener.address.host))
-    attrs.append(("server.port", ctx.server_port))
-    attrs.append(("client.address", proto.client_ip))
-    attrs.append(("network.peer.address", proto.client_ip))
-    attrs.append(("network.peer.port", proto.client_port))
-    attrs.append(("network.protocol.version", _PROTOCOL_VERSION[ex.http10]))
     user_agent = ex.h.get(b"user-agent")
     if user_agent is not None:
         attrs.append(("user_agent.original", user_agent.decode("latin-1")))
@@ -49,14 +85,10 @@ def server_span(ex: Exchange, end_ns: int) -> bytes:
     error = ex.error_type()
     if error:
         attrs.append(("error.type", error))
-    if route is not None:
-        attrs.append(("sentinel.route.id", route.config.id))
-        if route.config.upstream:
-            attrs.append(("sentinel.upstream.id", route.config.upstream))
     attrs.append(("sentinel.correlation_id", ex.correlation_id))
     failed = ex.status >= 500 or ex.status == 0
     parent = ex.parent
-    return encode_span(
+    body = encode_span(
         ex.trace_id,
         ex.span_id,
         parent.span_id if parent is not None else b"",
@@ -69,6 +101,8 @@ def server_span(ex: Exchange, end_ns: int) -> bytes:
         trace_state=parent.tracestate or "" if parent is not None else "",
         flags=_remote_parent_flags(ex),
     )
+    constant = proto.span_attributes(ex.http10)
+    return body + constant + route.span_attributes if route is not None else body + constant
 
 
 def client_span(
@@ -78,10 +112,7 @@ def client_span(
     route = ex.route
     attrs: list[tuple[str, AttrValue]] = [
         ("http.request.method", method),
-        ("server.address", target.host),
-        ("server.port", target.port),
         ("url.full", f"http://{target.key}{ex.path}"),
-        ("network.peer.address", target.host),
     ]
     if status:
         attrs.append(("http.response.status_code", status))
@@ -92,9 +123,7 @@ def client_span(
         attrs.append(("error.type", error))
     elif status >= 400:
         attrs.append(("error.type", str(status)))
-    if route is not None and route.config.upstream:
-        attrs.append(("sentinel.upstream.id", route.config.upstream))
-    return encode_span(
+    body = encode_span(
         ex.trace_id,
         span_id,
         ex.span_id,
@@ -106,6 +135,8 @@ def client_span(
         status_code=StatusCode.ERROR if error or status >= 400 else StatusCode.UNSET,
         flags=0x100 | _SAMPLED_FLAGS,  # has-is-remote known, parent (our SERVER span) is local
     )
+    upstream_id = route.config.upstream if route is not None and route.config.upstream else ""
+    return body + _target_attrs(target, upstream_id)
 
 
 _SAMPLED_FLAGS = 0x01
