@@ -103,3 +103,18 @@ def test_without_tracing_traceparent_passes_untouched(tmp_path: Path, upstream: 
         request(proc.port, path="/a", headers={"traceparent": PARENT, "tracestate": "v=1"})
         assert upstream.requests[-1].header("traceparent") == PARENT
         assert upstream.requests[-1].header("tracestate") == "v=1"
+
+
+def test_traceresponse_when_enabled(tmp_path: Path, upstream: UpstreamServer) -> None:
+    tracing = (
+        'observability {\n    tracing {\n        backend "otlp"\n        sampling-rate 1\n'
+        "        response-headers { traceresponse #true; }\n    }\n}\n"
+    )
+    with sentinel(tmp_path, proxy_config(upstream.address, extra=tracing)) as proc:
+        for path in ("/a", "/health"):
+            resp = request(proc.port, path=path, headers={"traceparent": PARENT})
+            match = TRACEPARENT.fullmatch(resp.header("traceresponse") or "")
+            assert match, resp.headers
+            assert match.group(1) == PARENT[3:35]
+    with sentinel(tmp_path, proxy_config(upstream.address, extra=TRACING % "1")) as proc:
+        assert request(proc.port, path="/a").header("traceresponse") is None

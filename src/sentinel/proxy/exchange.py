@@ -467,6 +467,8 @@ class Exchange:
         if listed:
             out = [(n, v) for n, v in out if n.lower() not in listed]
         out.append((b"x-correlation-id", self.correlation_id.encode()))
+        if self.trace_id and self.proto.ctx.traceresponse:
+            out.append((b"traceresponse", self.traceresponse()))
         if route.response_ops:
             apply_ops(out, route.response_ops)
         if status == 101:
@@ -627,8 +629,15 @@ class Exchange:
         body = error_body(status, message, trace_id, self.correlation_id)
         self.send_simple(status, ERROR_JSON, body, b"x-correlation-id: %s\r\n" % self.correlation_id.encode())
 
+    def traceresponse(self) -> bytes:
+        """W3C `traceresponse`: this request's trace and SERVER span, and the sampling decision."""
+        flags = self.trace_flags | (FLAG_SAMPLED if self.sampled else 0)
+        return b"00-%s-%s-%02x" % (hexlify(self.trace_id), hexlify(self.span_id), flags)
+
     def send_simple(self, status: int, content_type: bytes, body: bytes, extra: bytes) -> None:
         self.status = status
+        if self.trace_id and self.proto.ctx.traceresponse:
+            extra += b"traceresponse: " + self.traceresponse() + b"\r\n"
         self.response_started = True
         keep_alive = self._client_keep_alive()
         transport = self.proto.transport

@@ -85,6 +85,7 @@ class ListenerContext:
         "routes",
         "scheme",
         "server_port",
+        "traceresponse",
         "tracing",
         "unrouted_trace",
     )
@@ -115,6 +116,7 @@ class ListenerContext:
         self.open_connections: set[HttpProtocol] = set()
         tracing = config.observability.tracing
         self.tracing = tracing
+        self.traceresponse = tracing is not None and tracing.traceresponse
         # Requests that match no route are traced with the global rule.
         self.unrouted_trace = TracePolicy(tracing, None) if tracing is not None else None
         self.routes: dict[int, RouteRuntime] = {}
