@@ -29,6 +29,7 @@ from sentinel.proxy.headers import (
 from sentinel.proxy.router import RequestView
 from sentinel.tracing.context import FLAG_RANDOM, FLAG_SAMPLED, SpanContext, extract, new_span_id, new_trace_id
 from sentinel.tracing.correlation import INCOMING_HEADERS, is_valid_incoming
+from sentinel.tracing.propagators import b3_headers, jaeger_header
 from sentinel.tracing.spans import client_span, server_span
 
 if TYPE_CHECKING:
@@ -42,7 +43,6 @@ _INCOMING_ID_HEADERS = tuple(h.encode() for h in INCOMING_HEADERS)
 _BUFFER_HIGH = 256 * 1024
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _DROP_UPSTREAM = HOP_BY_HOP | REPLACED_UPSTREAM
-_DROP_UPSTREAM_TRACED = _DROP_UPSTREAM | {b"traceparent", b"tracestate"}
 _DROP_DOWNSTREAM = HOP_BY_HOP | REPLACED_DOWNSTREAM
 _NO_HEADERS: dict[str, str] = {}
 
@@ -283,6 +283,11 @@ class Exchange:
                 elif lower == b"tracestate":
                     tracestates.append(value)
             parent = extract(traceparents, tracestates)
+        if parent is None:
+            for extractor in self.proto.ctx.extra_extractors:
+                parent = extractor(self.h)
+                if parent is not None:
+                    break
         self.parent = parent
         if parent is not None:
             self.trace_id = parent.trace_id
@@ -391,7 +396,7 @@ class Exchange:
         h = self.h
         connection = h.get(b"connection")
         listed = connection_tokens(connection)
-        base = _DROP_UPSTREAM_TRACED if self.trace_id else _DROP_UPSTREAM
+        base = self.proto.ctx.upstream_drop_traced if self.trace_id else _DROP_UPSTREAM
         drop = base | listed if listed else base
         out: list[tuple[bytes, bytes]] = []
         forwarded_for: bytes | None = None
@@ -422,6 +427,11 @@ class Exchange:
             parent = self.parent
             if parent is not None and parent.tracestate:
                 out.append((b"tracestate", parent.tracestate.encode()))
+            ctx = self.proto.ctx
+            if ctx.write_b3:
+                out.extend(b3_headers(self.trace_id, self.client_span_id, self.span_id, self.sampled))
+            if ctx.write_jaeger:
+                out.append(jaeger_header(self.trace_id, self.client_span_id, self.span_id, self.sampled))
         if route.request_ops:
             apply_ops(out, route.request_ops)
         if self.upgrade:

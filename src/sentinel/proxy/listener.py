@@ -11,19 +11,22 @@ from __future__ import annotations
 import asyncio
 import collections
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
 import httptools
 
-from sentinel.config.model import Config, LimitsConfig, ListenerConfig, ListenerProtocol, RouteConfig
+from sentinel.config.model import Config, LimitsConfig, ListenerConfig, ListenerProtocol, Propagator, RouteConfig
 from sentinel.proxy.builtins import ERROR_JSON, Builtins
 from sentinel.proxy.errors import error_body, reason
 from sentinel.proxy.exchange import Exchange
-from sentinel.proxy.headers import compile_ops
+from sentinel.proxy.headers import HOP_BY_HOP, REPLACED_UPSTREAM, compile_ops
 from sentinel.proxy.router import CompiledRoute, Router
+from sentinel.tracing.context import SpanContext
 from sentinel.tracing.correlation import generator
 from sentinel.tracing.policy import TracePolicy
+from sentinel.tracing.propagators import B3_HEADERS, JAEGER_HEADERS, parse_b3, parse_jaeger
 from sentinel.tracing.recorder import SpanRecorder
 from sentinel.tracing.spans import connection_attributes, route_attributes
 
@@ -73,6 +76,7 @@ class ListenerContext:
         "budget",
         "builtins",
         "config",
+        "extra_extractors",
         "keepalive_timeout",
         "limits",
         "listener",
@@ -88,6 +92,9 @@ class ListenerContext:
         "traceresponse",
         "tracing",
         "unrouted_trace",
+        "upstream_drop_traced",
+        "write_b3",
+        "write_jaeger",
     )
 
     def __init__(
@@ -117,6 +124,21 @@ class ListenerContext:
         tracing = config.observability.tracing
         self.tracing = tracing
         self.traceresponse = tracing is not None and tracing.traceresponse
+        propagation = tracing.propagation if tracing is not None else ()
+        # Other formats are read only when traceparent is absent or invalid, in the configured order.
+        self.extra_extractors: tuple[Callable[[Mapping[bytes, bytes]], SpanContext | None], ...] = tuple(
+            parse_b3 if p is Propagator.B3 else parse_jaeger for p in propagation if p is not Propagator.TRACECONTEXT
+        )
+        self.write_b3 = Propagator.B3 in propagation
+        self.write_jaeger = Propagator.JAEGER in propagation
+        # Incoming trace headers replaced by ours on the upstream request.
+        self.upstream_drop_traced = (
+            HOP_BY_HOP
+            | REPLACED_UPSTREAM
+            | {b"traceparent", b"tracestate"}
+            | (B3_HEADERS if self.write_b3 else frozenset())
+            | (JAEGER_HEADERS if self.write_jaeger else frozenset())
+        )
         # Requests that match no route are traced with the global rule.
         self.unrouted_trace = TracePolicy(tracing, None) if tracing is not None else None
         self.routes: dict[int, RouteRuntime] = {}
