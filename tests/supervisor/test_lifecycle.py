@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tests.support.client import RawClient, request
 from tests.support.configs import proxy_config
-from tests.support.process import sentinel, wait_for
+from tests.support.process import rss, sentinel, wait_for
 from tests.support.upstream import UpstreamServer
 
 
@@ -134,7 +134,7 @@ def test_streamed_upload_keeps_memory_flat(tmp_path: Path, upstream: UpstreamSer
     limits = "limits {\n    max-body-size 2000000000\n}\n"
     with sentinel(tmp_path, _config(upstream, workers=1, limits=limits)) as proc:
         (worker,) = proc.worker_pids()
-        before = _rss(worker)
+        before = rss(worker)
         peak = before
         with RawClient(proc.port, timeout=120) as client:
             client.send(b"POST /count HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % size)
@@ -142,15 +142,7 @@ def test_streamed_upload_keeps_memory_flat(tmp_path: Path, upstream: UpstreamSer
             for i in range(size // len(block)):
                 client.send(block)
                 if i % 64 == 0:
-                    peak = max(peak, _rss(worker))
+                    peak = max(peak, rss(worker))
             resp = client.read_response()
         assert resp.body == str(size).encode()
         assert peak - before < 64 * 1024 * 1024, f"worker RSS grew from {before} to {peak}"
-
-
-def _rss(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")

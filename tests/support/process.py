@@ -124,6 +124,15 @@ class SentinelProcess:
         self.proc.wait()
 
 
+def rss(pid: int) -> int:
+    """Resident memory of a process, in bytes."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
 def _alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:

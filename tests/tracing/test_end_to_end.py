@@ -21,7 +21,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from tests.support.client import request
 from tests.support.configs import proxy_config
 from tests.support.otlp_receivers import GrpcReceiver
-from tests.support.process import sentinel, wait_for
+from tests.support.process import rss, sentinel, wait_for
 from tests.support.threaded import LoopThread
 from tests.support.upstream import UpstreamServer
 
@@ -157,14 +157,6 @@ def test_every_workers_spans_arrive(
         wait_for(lambda: correlation_ids <= server_ids(), timeout=15, what="a SERVER span for every request")
 
 
-def _rss(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
-
-
 def test_collector_down_does_not_break_requests_and_memory_stays_flat(tmp_path: Path, upstream: UpstreamServer) -> None:
     with socket.socket() as dead:
         dead.bind(("127.0.0.1", 0))  # bound, never listening: every export is refused
@@ -181,8 +173,8 @@ def test_collector_down_does_not_break_requests_and_memory_stays_flat(tmp_path: 
             supervisor = proc.proc.pid
             for _ in range(200):  # warm-up: queue filled, retry machinery running
                 assert request(proc.port, path="/x").status == 200
-            before = _rss(supervisor)
+            before = rss(supervisor)
             for _ in range(2000):
                 assert request(proc.port, path="/x").status == 200
-            after = _rss(supervisor)
+            after = rss(supervisor)
             assert after - before < 16 * 1024 * 1024, (before, after)
