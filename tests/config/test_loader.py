@@ -263,7 +263,36 @@ def test_config_objects_are_immutable() -> None:
         c.upstreams["x"] = None  # type: ignore[index]
 
 
-def test_zipkin_backend_is_refused_until_implemented() -> None:
-    (message,) = errors(LISTENERS + 'observability {\n    tracing {\n        backend "zipkin"\n    }\n}\n')
-    assert message.startswith("test.kdl:6:9: observability > tracing > backend:")
-    assert "not supported yet" in message
+def test_zipkin_backend_is_accepted_with_its_default_endpoint() -> None:
+    c = load_config_text(LISTENERS + 'observability {\n    tracing {\n        backend "zipkin"\n    }\n}\n', "t.kdl")
+    t = c.observability.tracing
+    assert t is not None
+    assert t.backend.kind is TracingBackendKind.ZIPKIN
+    assert t.backend.endpoint == "http://localhost:9411/api/v2/spans"
+
+
+def test_zipkin_backend_takes_endpoint_headers_compression_and_timeout() -> None:
+    c = load_config_text(
+        LISTENERS
+        + "observability {\n    tracing {\n"
+        + '        backend "zipkin" {\n            endpoint "https://zipkin.example:9411/custom/spans"\n'
+        + '            headers { authorization "Bearer z"; }\n            compression "gzip"\n'
+        + "            timeout-ms 750\n        }\n    }\n}\n",
+        "t.kdl",
+    )
+    t = c.observability.tracing
+    assert t is not None
+    assert t.backend.kind is TracingBackendKind.ZIPKIN
+    assert t.backend.endpoint == "https://zipkin.example:9411/custom/spans"
+    assert t.backend.headers == (("authorization", "Bearer z"),)
+    assert t.backend.compression == "gzip"
+    assert t.backend.timeout_ms == 750
+
+
+def test_zipkin_backend_rejects_protocol_with_its_position() -> None:
+    (message,) = errors(
+        LISTENERS + 'observability {\n    tracing {\n        backend "zipkin" {\n            protocol "grpc"\n'
+        "        }\n    }\n}\n"
+    )
+    assert message.startswith("test.kdl:7:13: observability > tracing > backend > protocol:")
+    assert "zipkin always sends JSON over HTTP" in message

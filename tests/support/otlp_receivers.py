@@ -3,6 +3,7 @@
 - `GrpcReceiver`: a grpcio asyncio server with a generic handler for TraceService/Export that decodes with the
   official `ExportTraceServiceRequest`; answers can be scripted as gRPC errors (with a RetryInfo if wanted).
 - `HttpReceiver`: an asyncio HTTP/1.1 server (keep-alive, optional TLS) for POST /v1/traces; scripted answers.
+- `ZipkinReceiver`: the same server as a Zipkin collector: JSON arrays of spans, answered 202.
 - `Http2Sniffer`: a TCP relay in front of the gRPC receiver that reads the client's HTTP/2 frames and records
   the gRPC message "compressed" flag of each stream (the server API does not tell whether a request was gzip).
 
@@ -14,11 +15,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gzip
+import json
 import ssl
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 import grpc
 import grpc.aio
@@ -155,26 +157,24 @@ class HttpAnswer:
     body: bytes = b""
 
 
-class HttpReceiver(_Notifier):
-    """POST /v1/traces over HTTP/1.1 (Content-Length bodies, which is what the exporter sends)."""
+class _Http1Receiver(_Notifier):
+    """An asyncio HTTP/1.1 server for the exporter's POSTs (keep-alive, Content-Length bodies, which is what the
+    exporter sends; gzip bodies are inflated). Scripted `answers` go out first; then `_accept` answers."""
 
     def __init__(self, ssl_context: ssl.SSLContext | None = None) -> None:
         super().__init__()
-        self.requests: list[HttpReceived] = []
         self.answers: deque[HttpAnswer] = deque()
         self.attempts = 0
         self.connections = 0
-        self.rejected_spans = 0
         self._ssl = ssl_context
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self.port = 0
 
-    @property
-    def spans(self) -> list[Any]:
-        return [s for r in self.requests for rs in r.request.resource_spans for ss in rs.scope_spans for s in ss.spans]
+    def _accept(self, method: str, path: str, headers: dict[str, str], raw: bytes, body: bytes) -> HttpAnswer:
+        raise NotImplementedError
 
-    async def start(self) -> HttpReceiver:
+    async def start(self) -> Self:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self._ssl)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
@@ -204,13 +204,7 @@ class HttpReceiver(_Notifier):
                 self.attempts += 1
                 answer = self.answers.popleft() if self.answers else None
                 if answer is None:
-                    self.requests.append(
-                        HttpReceived(method, path, headers, raw, ExportTraceServiceRequest.FromString(body))
-                    )
-                    response = ExportTraceServiceResponse()
-                    if self.rejected_spans:
-                        response.partial_success.rejected_spans = self.rejected_spans
-                    answer = HttpAnswer(200, [("Content-Type", "application/x-protobuf")], response.SerializeToString())
+                    answer = self._accept(method, path, headers, raw, body)
                 head = f"HTTP/1.1 {answer.status} X\r\nContent-Length: {len(answer.body)}\r\n"
                 head += "".join(f"{k}: {v}\r\n" for k, v in answer.headers)
                 writer.write(head.encode("latin-1") + b"\r\n" + answer.body)
@@ -223,6 +217,58 @@ class HttpReceiver(_Notifier):
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
+
+
+class HttpReceiver(_Http1Receiver):
+    """POST /v1/traces (OTLP/HTTP, protobuf), decoded with the official `ExportTraceServiceRequest`."""
+
+    def __init__(self, ssl_context: ssl.SSLContext | None = None) -> None:
+        super().__init__(ssl_context)
+        self.requests: list[HttpReceived] = []
+        self.rejected_spans = 0
+
+    @property
+    def spans(self) -> list[Any]:
+        return [s for r in self.requests for rs in r.request.resource_spans for ss in rs.scope_spans for s in ss.spans]
+
+    def _accept(self, method: str, path: str, headers: dict[str, str], raw: bytes, body: bytes) -> HttpAnswer:
+        self.requests.append(HttpReceived(method, path, headers, raw, ExportTraceServiceRequest.FromString(body)))
+        response = ExportTraceServiceResponse()
+        if self.rejected_spans:
+            response.partial_success.rejected_spans = self.rejected_spans
+        return HttpAnswer(200, [("Content-Type", "application/x-protobuf")], response.SerializeToString())
+
+
+@dataclass
+class ZipkinReceived:
+    method: str
+    path: str
+    headers: dict[str, str]
+    raw_body: bytes
+    spans: list[dict[str, Any]]  # the JSON array, parsed
+
+
+class ZipkinReceiver(_Http1Receiver):
+    """A Zipkin collector's `POST /api/v2/spans` (any path is taken and recorded): the body must be a JSON array
+    of span objects; answered 202 Accepted with an empty body, as Zipkin does."""
+
+    def __init__(self, ssl_context: ssl.SSLContext | None = None) -> None:
+        super().__init__(ssl_context)
+        self.requests: list[ZipkinReceived] = []
+
+    @property
+    def spans(self) -> list[dict[str, Any]]:
+        return [s for r in self.requests for s in r.spans]
+
+    def _accept(self, method: str, path: str, headers: dict[str, str], raw: bytes, body: bytes) -> HttpAnswer:
+        try:
+            spans = json.loads(body)
+        except ValueError:
+            return HttpAnswer(400, body=b"not JSON")
+        if not isinstance(spans, list) or not all(isinstance(s, dict) for s in spans):
+            return HttpAnswer(400, body=b"expected a JSON array of spans")
+        self.requests.append(ZipkinReceived(method, path, headers, raw, spans))
+        return HttpAnswer(202)
 
 
 class Http2Sniffer:

@@ -607,10 +607,20 @@ def test_queue_full_drops_are_counted_before_start() -> None:
 # --- configuration and parsing ---------------------------------------------------------------------------
 
 
-def test_zipkin_is_refused_clearly() -> None:
-    cfg = config("http://h:9411/api/v2/spans", OtlpProtocol.HTTP_PROTOBUF, kind=TracingBackendKind.ZIPKIN)
-    with pytest.raises(ExporterConfigError, match=r"zipkin.*not supported"):
-        SpanExporter(cfg, [])
+@pytest.mark.parametrize(
+    ("endpoint", "expected"),
+    [
+        ("http://h:9411/api/v2/spans", (False, "h", 9411, "/api/v2/spans")),
+        ("http://zipkin/api/v2/spans/", (False, "zipkin", 9411, "/api/v2/spans/")),  # the path as written
+        ("https://zipkin.example/custom?tenant=a", (True, "zipkin.example", 443, "/custom?tenant=a")),
+        ("http://[::1]:9412", (False, "::1", 9412, "/")),
+    ],
+)
+def test_zipkin_endpoint_is_used_as_configured(endpoint: str, expected: tuple[bool, str, int, str]) -> None:
+    ep = _parse_endpoint(endpoint, OtlpProtocol.HTTP_PROTOBUF, TracingBackendKind.ZIPKIN)
+    assert (ep.secure, ep.host, ep.port, ep.path) == expected
+    # An exporter is built for it (no refusal); `protocol` is not consulted.
+    SpanExporter(config(endpoint, OtlpProtocol.GRPC, kind=TracingBackendKind.ZIPKIN), [])
 
 
 @pytest.mark.parametrize(

@@ -1,24 +1,27 @@
 """The span exporter that runs in the supervisor (SPEC §6.5; its counters feed the §8 `otel_exporter_*` metrics).
 
 Workers hand over batches of already-encoded `Span` messages (bytes from `otlp.encode_span`); `SpanExporter.offer`
-puts them into one bounded queue without ever waiting, and a background task wraps them, without decoding them,
-into `ExportTraceServiceRequest`s (`otlp.encode_export_request`) of up to `max_export_batch_size` spans and sends
-them to the collector:
+puts them into one bounded queue without ever waiting, and a background task turns batches of up to
+`max_export_batch_size` spans into one request body each and sends it:
 
 - every `schedule_delay_ms`, or as soon as a full batch is queued;
+- the body depends on the backend: for OTLP (`backend "otlp"`, and `"jaeger"` and `"embedded"`, which are OTLP
+  too) the spans are wrapped, without being decoded, into an `ExportTraceServiceRequest`
+  (`otlp.encode_export_request`); for `backend "zipkin"` they are decoded and converted into a Zipkin v2 JSON
+  array (`zipkin.ZipkinEncoder`; a span that cannot be read is counted as failed, the rest are sent);
 - over OTLP/gRPC (grpcio's asyncio API: one generic unary call on `GRPC_EXPORT_METHOD` with the raw bytes, no
   generated stubs; TLS for `https://`, `headers` as metadata, gzip as gRPC compression, `timeout-ms` as deadline)
-  or OTLP/HTTP (`http/protobuf`: a POST of the protobuf bytes to `<endpoint>/v1/traces` with a small asyncio
-  HTTP/1.1 client of its own that keeps its connection alive; TLS for `https://`, optional gzip body);
+  or over HTTP with a small asyncio HTTP/1.1 client of its own that keeps its connection alive (TLS for
+  `https://`, `headers`, optional gzip body with `Content-Encoding: gzip`): OTLP/HTTP (`http/protobuf`) POSTs the
+  protobuf bytes to `<endpoint>/v1/traces`, Zipkin POSTs `application/json` to the endpoint URL exactly as
+  configured (normally `.../api/v2/spans`; Zipkin answers 202);
 - with the OTLP retry rules: gRPC CANCELLED, DEADLINE_EXCEEDED, ABORTED, OUT_OF_RANGE, UNAVAILABLE, DATA_LOSS are
   retried, RESOURCE_EXHAUSTED only when the server sent a `google.rpc.RetryInfo`; HTTP 429, 502, 503, 504 (and
-  connection failures and timeouts on either transport) are retried; every other answer is permanent. The delay
-  is the server's (RetryInfo, `Retry-After` in seconds or as an HTTP date) or else exponential backoff with
-  jitter; a batch that is still not delivered after `max_retry_time` seconds is given up and its spans counted
-  as failed. A 2xx answer carrying `partial_success.rejected_spans` counts those spans as failed.
-
-`backend "jaeger"` and `"embedded"` are OTLP as well. `backend "zipkin"` (Zipkin v2 JSON) is not supported yet:
-the constructor raises `ExporterConfigError` saying so.
+  connection failures and timeouts on either transport) are retried; every other answer is permanent. Zipkin
+  gets the same HTTP rules. The delay is the server's (RetryInfo, `Retry-After` in seconds or as an HTTP date)
+  or else exponential backoff with jitter; a batch that is still not delivered after `max_retry_time` seconds
+  is given up and its spans counted as failed. An OTLP 2xx answer carrying `partial_success.rejected_spans`
+  counts those spans as failed; any 2xx from Zipkin counts the whole batch as exported.
 
 Only one batch is ever in flight, so memory stays flat when the collector is down or slow: the queue is bounded
 (spans beyond it are dropped and counted with reason "queue_full"), the HTTP client keeps at most one
@@ -40,7 +43,7 @@ import ssl
 import time
 import urllib.parse
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
@@ -49,7 +52,9 @@ import grpc.aio
 
 from sentinel import __version__
 from sentinel.config.model import OtlpProtocol, TracingBackendKind, TracingConfig
-from sentinel.tracing.otlp import AttrValue, encode_export_request, encode_resource, encode_scope
+from sentinel.tracing.otlp import AttrValue, encode_export_request, encode_resource, encode_scope, iter_fields
+from sentinel.tracing.zipkin import CONTENT_TYPE as ZIPKIN_CONTENT_TYPE
+from sentinel.tracing.zipkin import ZipkinEncoder
 
 __all__ = [
     "DROP_QUEUE_FULL",
@@ -65,6 +70,8 @@ log = logging.getLogger("sentinel.tracing.export")
 
 GRPC_EXPORT_METHOD: Final = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 HTTP_TRACES_PATH: Final = "/v1/traces"
+OTLP_HTTP_CONTENT_TYPE: Final = "application/x-protobuf"
+ZIPKIN_DEFAULT_PORT: Final = 9411
 DROP_QUEUE_FULL: Final = "queue_full"
 DROP_SHUTDOWN: Final = "shutdown"  # offered after shutdown began, or still queued when it ended
 EXPORT_DURATION_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -142,55 +149,16 @@ class DurationHistogram:
         return out
 
 
-# --- minimal protobuf reading (answers only: ExportTraceServiceResponse, google.rpc.Status) --------------
-
-
-def _fields(buf: bytes) -> Iterator[tuple[int, int, int | bytes]]:
-    """(field number, wire type, value) of each field of a message; raises ValueError when malformed."""
-    pos, end = 0, len(buf)
-
-    def varint() -> int:
-        nonlocal pos
-        shift = result = 0
-        while True:
-            if pos >= end or shift > 63:
-                raise ValueError("truncated varint")
-            b = buf[pos]
-            pos += 1
-            result |= (b & 0x7F) << shift
-            if b < 0x80:
-                return result
-            shift += 7
-
-    while pos < end:
-        key = varint()
-        number, wire = key >> 3, key & 7
-        value: int | bytes
-        if wire == 0:
-            value = varint()
-        elif wire == 1:
-            value, pos = int.from_bytes(buf[pos : pos + 8], "little"), pos + 8
-        elif wire == 2:
-            size = varint()
-            if pos + size > end:
-                raise ValueError("truncated field")
-            value, pos = buf[pos : pos + size], pos + size
-        elif wire == 5:
-            value, pos = int.from_bytes(buf[pos : pos + 4], "little"), pos + 4
-        else:
-            raise ValueError(f"unsupported wire type {wire}")
-        if pos > end:
-            raise ValueError("truncated field")
-        yield number, wire, value
+# --- collector answers (ExportTraceServiceResponse, google.rpc.Status), read with otlp.iter_fields --------
 
 
 def _rejected_spans(response: bytes) -> tuple[int, str]:
     """`partial_success.rejected_spans` and `.error_message` of an ExportTraceServiceResponse (0, "" if none)."""
     rejected, message = 0, ""
     try:
-        for number, _, value in _fields(response):
+        for number, _, value in iter_fields(response):
             if number == 1 and isinstance(value, bytes):
-                for n2, _, v2 in _fields(value):
+                for n2, _, v2 in iter_fields(value):
                     if n2 == 1 and isinstance(v2, int):
                         rejected = v2 if v2 < 1 << 63 else 0
                     elif n2 == 2 and isinstance(v2, bytes):
@@ -203,11 +171,11 @@ def _rejected_spans(response: bytes) -> tuple[int, str]:
 def _retry_info_delay(status_details: bytes) -> float | None:
     """The `RetryInfo.retry_delay` in a serialized `google.rpc.Status` (grpc-status-details-bin), if any."""
     try:
-        for number, _, detail in _fields(status_details):
+        for number, _, detail in iter_fields(status_details):
             if number != 3 or not isinstance(detail, bytes):
                 continue
             type_url, payload = "", b""
-            for n2, _, v2 in _fields(detail):  # google.protobuf.Any
+            for n2, _, v2 in iter_fields(detail):  # google.protobuf.Any
                 if n2 == 1 and isinstance(v2, bytes):
                     type_url = v2.decode("utf-8", "replace")
                 elif n2 == 2 and isinstance(v2, bytes):
@@ -215,9 +183,9 @@ def _retry_info_delay(status_details: bytes) -> float | None:
             if not type_url.endswith("/google.rpc.RetryInfo"):
                 continue
             seconds = nanos = 0
-            for n3, _, v3 in _fields(payload):  # RetryInfo
+            for n3, _, v3 in iter_fields(payload):  # RetryInfo
                 if n3 == 1 and isinstance(v3, bytes):
-                    for n4, _, v4 in _fields(v3):  # google.protobuf.Duration
+                    for n4, _, v4 in iter_fields(v3):  # google.protobuf.Duration
                         if n4 == 1 and isinstance(v4, int):
                             seconds = v4 if v4 < 1 << 63 else 0
                         elif n4 == 2 and isinstance(v4, int):
@@ -277,9 +245,12 @@ class _Endpoint:
         return f"{host}:{self.port}"
 
 
-def _parse_endpoint(endpoint: str, protocol: OtlpProtocol) -> _Endpoint:
-    """`http(s)://host[:port][/path]` (a bare `host:port` is plain http). Without a port: 443 for https,
-    else 4317 (gRPC) or 4318 (HTTP)."""
+def _parse_endpoint(
+    endpoint: str, protocol: OtlpProtocol, kind: TracingBackendKind = TracingBackendKind.OTLP
+) -> _Endpoint:
+    """`http(s)://host[:port][/path]` (a bare `host:port` is plain http). Without a port: 443 for https, else
+    4317 (gRPC), 4318 (OTLP/HTTP) or 9411 (Zipkin). OTLP/HTTP appends `/v1/traces` to the path unless it ends
+    so already; Zipkin uses the path and query as they are (`/` when there is none)."""
     raw = endpoint.strip()
     parts = urllib.parse.urlsplit(raw if "://" in raw else f"http://{raw}")
     if parts.scheme not in ("http", "https"):
@@ -292,10 +263,20 @@ def _parse_endpoint(endpoint: str, protocol: OtlpProtocol) -> _Endpoint:
         raise ExporterConfigError(f"tracing endpoint {endpoint!r}: {e}") from None
     secure = parts.scheme == "https"
     if port is None:
-        port = 443 if secure else (4317 if protocol is OtlpProtocol.GRPC else 4318)
-    path = parts.path.rstrip("/")
-    if not path.endswith(HTTP_TRACES_PATH):
-        path += HTTP_TRACES_PATH
+        if secure:
+            port = 443
+        elif kind is TracingBackendKind.ZIPKIN:
+            port = ZIPKIN_DEFAULT_PORT
+        else:
+            port = 4317 if protocol is OtlpProtocol.GRPC else 4318
+    if kind is TracingBackendKind.ZIPKIN:
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in path):
+            raise ExporterConfigError(f"tracing endpoint {endpoint!r}: the path cannot be sent as it is")
+    else:
+        path = parts.path.rstrip("/")
+        if not path.endswith(HTTP_TRACES_PATH):
+            path += HTTP_TRACES_PATH
     return _Endpoint(secure, parts.hostname, port, path)
 
 
@@ -367,7 +348,8 @@ class _HttpProtocolError(Exception):
 
 
 class _HttpTransport:
-    """OTLP/HTTP with protobuf bodies over one keep-alive HTTP/1.1 connection (reopened when needed)."""
+    """POSTs of request bodies to `endpoint.path` over one keep-alive HTTP/1.1 connection (reopened when needed):
+    OTLP/HTTP (protobuf, whose 2xx answers may report a partial success) or Zipkin (JSON, `otlp_answers` off)."""
 
     def __init__(
         self,
@@ -375,6 +357,9 @@ class _HttpTransport:
         headers: Sequence[tuple[str, str]],
         use_gzip: bool,
         ssl_context: ssl.SSLContext | None,
+        content_type: str = OTLP_HTTP_CONTENT_TYPE,
+        otlp_answers: bool = True,
+        user_agent: str = f"sentinel-otlp-exporter/{__version__}",
     ) -> None:
         extra = []
         for key, value in headers:
@@ -385,12 +370,13 @@ class _HttpTransport:
             extra.append(f"{key}: {value}\r\n")
         self._endpoint = endpoint
         self._gzip = use_gzip
+        self._otlp_answers = otlp_answers
         self._ssl: ssl.SSLContext | None = None
         if endpoint.secure:
             self._ssl = ssl_context if ssl_context is not None else ssl.create_default_context()
         head = (
             f"POST {endpoint.path} HTTP/1.1\r\nHost: {endpoint.authority}\r\n"
-            f"User-Agent: sentinel-otlp-exporter/{__version__}\r\nContent-Type: application/x-protobuf\r\n"
+            f"User-Agent: {user_agent}\r\nContent-Type: {content_type}\r\n"
         )
         if use_gzip:
             head += "Content-Encoding: gzip\r\n"
@@ -413,7 +399,7 @@ class _HttpTransport:
             await self.close()
             return _Outcome(False, True, error=f"HTTP connection failed: {e!r}")
         if 200 <= status < 300:
-            rejected, message = _rejected_spans(body) if body else (0, "")
+            rejected, message = _rejected_spans(body) if body and self._otlp_answers else (0, "")
             return _Outcome(True, rejected=rejected, error=message)
         detail = body[:200].decode("utf-8", "replace")
         return _Outcome(
@@ -547,7 +533,8 @@ class _FlushState:
 
 
 class SpanExporter:
-    """Batches encoded spans from the workers and exports them over OTLP (see the module docstring).
+    """Batches encoded spans from the workers and exports them over OTLP or as Zipkin JSON (see the module
+    docstring).
 
     Counters, for the metrics code: `spans_exported`, `spans_failed` (permanent errors, retries given up,
     spans a collector rejected), `spans_dropped` by reason (`"queue_full"`, `"shutdown"`), `queue_size`, and
@@ -575,29 +562,37 @@ class SpanExporter:
         Retries back off from `initial_backoff` doubling up to `max_backoff` seconds, each delay multiplied
         by 0.5 + `jitter()` / 2; a batch is given up `max_retry_time` seconds after its first attempt."""
         backend = config.backend
-        if backend.kind is TracingBackendKind.ZIPKIN:
-            raise ExporterConfigError(
-                'tracing backend "zipkin" (Zipkin v2 JSON) is not supported by the exporter yet; '
-                'use backend "otlp" (Zipkin and Jaeger both accept OTLP) or backend "embedded"'
-            )
         if config.max_queue_size < 1 or config.max_export_batch_size < 1 or config.schedule_delay_ms < 0:
             raise ExporterConfigError("tracing queue and batch sizes must be positive")
         if backend.compression not in (None, "gzip"):
             raise ExporterConfigError(f'tracing compression {backend.compression!r}: only "gzip" is supported')
         if backend.timeout_ms <= 0:
             raise ExporterConfigError("tracing timeout-ms must be positive")
-        endpoint = _parse_endpoint(backend.endpoint, backend.protocol)
+        endpoint = _parse_endpoint(backend.endpoint, backend.protocol, backend.kind)
         use_gzip = backend.compression == "gzip"
-        self._transport: _Transport
-        if backend.protocol is OtlpProtocol.GRPC:
-            self._transport = _GrpcTransport(endpoint, backend.headers, use_gzip, grpc_root_certificates)
-        else:
-            self._transport = _HttpTransport(endpoint, backend.headers, use_gzip, ssl_context)
         attrs = list(resource_attributes)
         if not any(key == "service.name" for key, _ in attrs):
             attrs.insert(0, ("service.name", config.service_name or "sentinel"))
-        self._resource = encode_resource(attrs)
-        self._scope = encode_scope(scope_name, scope_version)
+        self._transport: _Transport
+        self._encode_batch: Callable[[list[bytes]], tuple[bytes, int]]
+        if backend.kind is TracingBackendKind.ZIPKIN:  # always JSON over HTTP: the config refuses `protocol`
+            self._transport = _HttpTransport(
+                endpoint,
+                backend.headers,
+                use_gzip,
+                ssl_context,
+                content_type=ZIPKIN_CONTENT_TYPE,
+                otlp_answers=False,
+                user_agent=f"sentinel-zipkin-exporter/{__version__}",
+            )
+            self._encode_batch = ZipkinEncoder(attrs, scope_name, scope_version).encode
+        else:
+            if backend.protocol is OtlpProtocol.GRPC:
+                self._transport = _GrpcTransport(endpoint, backend.headers, use_gzip, grpc_root_certificates)
+            else:
+                self._transport = _HttpTransport(endpoint, backend.headers, use_gzip, ssl_context)
+            resource, scope = encode_resource(attrs), encode_scope(scope_name, scope_version)
+            self._encode_batch = lambda spans: (encode_export_request(resource, scope, spans), 0)
         self._max_queue = config.max_queue_size
         self._batch_size = min(config.max_export_batch_size, config.max_queue_size)
         self._delay = config.schedule_delay_ms / 1000
@@ -730,7 +725,7 @@ class SpanExporter:
                 try:
                     await self._export(batch)
                 except asyncio.CancelledError:
-                    self.spans_failed += n
+                    self.spans_failed += self.in_flight  # what _export had not counted yet
                     raise
                 finally:
                     self.in_flight = 0
@@ -745,11 +740,19 @@ class SpanExporter:
         loop = asyncio.get_running_loop()
         n = len(spans)
         try:
-            payload = self._transport.prepare(encode_export_request(self._resource, self._scope, spans))
+            request, unreadable = self._encode_batch(spans)
+            payload = self._transport.prepare(request)
         except Exception as e:  # a span that is not valid bytes: the batch cannot be sent
             self.spans_failed += n
             self._problem(f"cannot encode a batch of {n} spans: {e!r}")
             return
+        if unreadable:  # left out of the request (Zipkin, which decodes the spans)
+            self.spans_failed += unreadable
+            self.in_flight -= unreadable
+            self._problem(f"cannot read {unreadable} of a batch of {n} spans; they are not exported")
+            n -= unreadable
+            if not n:
+                return
         give_up = loop.time() + self._max_retry_time
         attempt = 0
         while True:

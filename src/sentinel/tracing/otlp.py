@@ -20,12 +20,15 @@ order and proto3 defaults are omitted exactly as the official serializer does (s
 Protobuf parsers accept fields in any order and append repeated fields, so bytes from
 `encode_attributes` (Span.attributes by default) can be appended to a finished span body to add
 attributes late.
+
+`iter_fields` is the other direction, a generic wire-format reader: the exporter uses it on collector answers
+and the Zipkin converter (`tracing/zipkin.py`) on the spans written here.
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Final
 
 __all__ = [
@@ -41,6 +44,7 @@ __all__ = [
     "encode_resource",
     "encode_scope",
     "encode_span",
+    "iter_fields",
 ]
 
 
@@ -436,3 +440,51 @@ def encode_export_request(resource: bytes, scope: bytes, spans: Sequence[bytes])
     parts[0] = _REQ_RESOURCE_SPANS + _varint(len(head) + scope_spans_size)
     parts[1] = head
     return b"".join(parts)
+
+
+# --- reading -----------------------------------------------------------------------------------------------
+
+
+def iter_fields(buf: bytes) -> Iterator[tuple[int, int, int | bytes]]:
+    """(field number, wire type, value) of each field of a serialized message, in wire order; raises ValueError
+    when malformed.
+
+    Values are raw: a varint (wire type 0) as its unsigned integer (an int64 -1 is 2**64 - 1), fixed64 and fixed32
+    (wire types 1 and 5) as unsigned little-endian integers (a double is `struct.unpack("<d", v.to_bytes(8,
+    "little"))`), length-delimited fields (wire type 2) as bytes. Groups (wire types 3 and 4) are not supported.
+    """
+    pos, end = 0, len(buf)
+
+    def varint() -> int:
+        nonlocal pos
+        shift = result = 0
+        while True:
+            if pos >= end or shift > 63:
+                raise ValueError("truncated varint")
+            b = buf[pos]
+            pos += 1
+            result |= (b & 0x7F) << shift
+            if b < 0x80:
+                return result
+            shift += 7
+
+    while pos < end:
+        key = varint()
+        number, wire = key >> 3, key & 7
+        value: int | bytes
+        if wire == 0:
+            value = varint()
+        elif wire == 1:
+            value, pos = int.from_bytes(buf[pos : pos + 8], "little"), pos + 8
+        elif wire == 2:
+            size = varint()
+            if pos + size > end:
+                raise ValueError("truncated field")
+            value, pos = buf[pos : pos + size], pos + size
+        elif wire == 5:
+            value, pos = int.from_bytes(buf[pos : pos + 4], "little"), pos + 4
+        else:
+            raise ValueError(f"unsupported wire type {wire}")
+        if pos > end:
+            raise ValueError("truncated field")
+        yield number, wire, value

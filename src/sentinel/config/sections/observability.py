@@ -148,9 +148,7 @@ def _read_backend(node: ConfigNode) -> TracingBackend | None:
     protocol_node = b.get("protocol")
     protocol = b.choice("protocol", _OTLP_PROTOCOLS, None)
     if kind is TracingBackendKind.ZIPKIN:
-        # Refused here, not at start-up, so that `sentinel test` says so (Zipkin accepts OTLP too).
-        node.error('backend "zipkin" (Zipkin v2 JSON) is not supported yet; use backend "otlp" with the '
-                   "collector's OTLP endpoint")
+        # Zipkin v2 JSON, always POSTed over HTTP(S) to the endpoint URL as written (path included).
         if protocol_node is not None:
             protocol_node.error("protocol applies to OTLP backends only; zipkin always sends JSON over HTTP")
         protocol = OtlpProtocol.HTTP_PROTOBUF
