@@ -15,7 +15,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-_LISTENER_LINE = re.compile(r"sentinel: listener (\S+) on (\S+):(\d+)")
+_LISTENER_LINE = re.compile(r"sentinel: listener (\S+) on (\[[^\]]+\]|[^\s:]+):(\d+)")
+_METRICS_LINE = re.compile(r"sentinel: metrics on (\[[^\]]+\]|[^\s:]+):(\d+)")
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 10.0, interval: float = 0.01, what: str = "") -> None:
@@ -43,6 +44,7 @@ class SentinelProcess:
         )
         self.lines: list[str] = []
         self.ports: dict[str, int] = {}
+        self.metrics_port = 0  # the metrics endpoint's port, once announced
         self._lock = threading.Lock()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -58,6 +60,9 @@ class SentinelProcess:
             match = _LISTENER_LINE.search(line)
             if match:
                 self.ports[match.group(1)] = int(match.group(3))
+            match = _METRICS_LINE.search(line)
+            if match:
+                self.metrics_port = int(match.group(2))
 
     def _read_stdout(self) -> None:
         assert self.proc.stdout is not None
@@ -66,12 +71,14 @@ class SentinelProcess:
                 self.stdout_lines.append(line.rstrip("\n"))
 
     def log(self) -> str:
+        """Everything it wrote: stderr, then stdout (the application log and, by default, the access log)."""
         with self._lock:
-            return "\n".join(self.lines)
+            return "\n".join([*self.lines, *self.stdout_lines])
 
     def saw(self, text: str) -> bool:
+        """Whether `text` appeared on stderr or stdout (the application log goes to stdout by default)."""
         with self._lock:
-            return any(text in line for line in self.lines)
+            return any(text in line for line in self.lines) or any(text in line for line in self.stdout_lines)
 
     def wait_ready(self, listeners: int = 1, timeout: float = 30.0) -> None:
         """Wait until every listener is bound and a request to it is answered."""

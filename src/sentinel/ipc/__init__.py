@@ -1,7 +1,8 @@
 """The supervisor ↔ worker channel: one Unix stream socket per worker, framed messages.
 
 Frame: u32 big-endian length of what follows, a type byte, then the payload. Type 1 carries a
-JSON control message, type 2 a batch of finished spans; metric deltas will follow.
+JSON control message (both ways; metric snapshots and scrapes are control messages too), type 2 a
+batch of finished spans, type 3 a batch of access-log lines (worker → supervisor).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 
 CONTROL = 1
 SPANS = 2  # worker → supervisor: encoded OTLP spans, each prefixed with its u32 length
+ACCESS = 3  # worker → supervisor: whole access-log lines, UTF-8
 _HEADER = struct.Struct(">IB")
 MAX_FRAME = 64 * 1024 * 1024
 

@@ -10,7 +10,7 @@ import json
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -49,10 +49,20 @@ class BuiltinResponse:
 
 
 TargetHealth = Callable[[str, str], str]  # (upstream id, target address) -> "healthy" | "unhealthy" | "unknown"
+Scrape = Callable[[str], Awaitable[tuple[str, bytes]]]  # Accept header -> (content type, exposition)
 
 
 class Builtins:
-    def __init__(self, config: Config, info: InstanceInfo, target_health: TargetHealth | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        info: InstanceInfo,
+        target_health: TargetHealth | None = None,
+        scrape: Scrape | None = None,
+    ) -> None:
+        """`scrape` answers the `metrics` handler with every worker's numbers (the supervisor adds them up);
+        without it the handler answers the two families that are always true."""
+        self.scrape = scrape
         self._config = config
         self._info = info
         self._target_health = target_health or (lambda _u, _t: "unknown")
@@ -84,7 +94,7 @@ class Builtins:
         return BuiltinResponse(200, JSON, json.dumps(body, indent=2).encode())
 
     def metrics(self, _request_id: str) -> BuiltinResponse:
-        # The full exposition arrives with the metrics work (SPEC §8); these two families are always true.
+        # Only used without a supervisor to ask (a worker run on its own): the families that are always true.
         text = (
             "# HELP sentinel_up Whether the proxy is up.\n# TYPE sentinel_up gauge\nsentinel_up 1\n"
             "# HELP sentinel_build_info Build information.\n# TYPE sentinel_build_info gauge\n"

@@ -8,6 +8,7 @@ streamed to the client; each side pauses the other when its write buffer fills.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 from binascii import hexlify
@@ -15,7 +16,9 @@ from typing import TYPE_CHECKING
 
 import httptools
 
-from sentinel.proxy.builtins import ERROR_JSON
+from sentinel.config.model import BuiltinHandler
+from sentinel.logging.app import request_ids
+from sentinel.proxy.builtins import ERROR_JSON, Scrape
 from sentinel.proxy.errors import error_body, reason, status_line
 from sentinel.proxy.headers import (
     HOP_BY_HOP,
@@ -38,6 +41,8 @@ if TYPE_CHECKING:
     from sentinel.upstream.connection import TargetPool, UpstreamConnection
     from sentinel.upstream.target import TargetState
 
+log = logging.getLogger("sentinel.proxy")
+
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
 _INCOMING_ID_HEADERS = tuple(h.encode() for h in INCOMING_HEADERS)
 _BUFFER_HIGH = 256 * 1024
@@ -45,6 +50,7 @@ _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _DROP_UPSTREAM = HOP_BY_HOP | REPLACED_UPSTREAM
 _DROP_DOWNSTREAM = HOP_BY_HOP | REPLACED_DOWNSTREAM
 _NO_HEADERS: dict[str, str] = {}
+_NO_CACHE = b"cache-control: no-cache, no-store, must-revalidate\r\n"
 
 # How the response body is framed towards the client.
 _NO_BODY, _LENGTH, _CHUNKED, _UNTIL_CLOSE = 0, 1, 2, 3
@@ -146,7 +152,10 @@ class Exchange:
         self.client_span_id = b""  # the CLIENT span of the current upstream attempt
         self.sampled = False
         self.start_ns = time.time_ns()
-        self.attempt_start_ns = 0  # set while a sampled attempt's CLIENT span is open
+        self.attempt_start_ns = 0  # set while an attempt is timed (for its CLIENT span or the upstream metrics)
+        metrics = proto.ctx.metrics
+        if metrics is not None:
+            metrics.requests_started += 1
 
     # -- request side -------------------------------------------------------------------------------
 
@@ -225,7 +234,7 @@ class Exchange:
         self.path = url.path.decode("latin-1") if url.path else "/"
         self.query = url.query.decode("latin-1") if url.query else ""
         self.correlation_id = self._correlation_id()
-        if ctx.tracing is not None:
+        if ctx.trace_ids:
             self._begin_trace(ctx.unrouted_trace)
 
         if self.content_length is not None and self.content_length > ctx.limits.max_body_size:
@@ -257,6 +266,11 @@ class Exchange:
             self.sampled = route.trace.sampled(self.parent, self.trace_id)
         handler = route.config.builtin_handler
         if handler is not None:
+            scrape = ctx.builtins.scrape
+            if handler is BuiltinHandler.METRICS and scrape is not None:
+                # The numbers of every worker: the supervisor adds them up, so this one waits for it.
+                self.connect_task = proto.loop.create_task(self._serve_metrics(scrape))
+                return
             answer = ctx.builtins.handle(handler, self.correlation_id)
             self.send_simple(
                 answer.status,
@@ -267,6 +281,18 @@ class Exchange:
             )
             return
         self.attempt()
+
+    async def _serve_metrics(self, scrape: Scrape) -> None:
+        try:
+            content_type, body = await scrape(self.h.get(b"accept", b"").decode("latin-1"))
+        except Exception as exc:
+            self.connect_task = None
+            if not self.done:
+                self.send_error(503, f"metrics unavailable ({exc})")
+            return
+        self.connect_task = None
+        if not self.done:
+            self.send_simple(200, content_type.encode(), body, _NO_CACHE)
 
     def _begin_trace(self, policy: TracePolicy | None) -> None:
         """Continue the caller's trace (a valid traceparent) or start one; decide sampling with the
@@ -326,8 +352,8 @@ class Exchange:
         self.attempts += 1
         if self.trace_id:
             self.client_span_id = new_span_id()
-            if self.sampled:
-                self.attempt_start_ns = time.time_ns()
+        if self.sampled or route.upstream_metrics is not None:
+            self.attempt_start_ns = time.time_ns()
         pool = cluster.pools[target.key]
         conn = pool.take_idle()
         if conn is not None:
@@ -618,12 +644,29 @@ class Exchange:
             self.tried[-1].inflight -= 1
             self.conn.abort()
             self.conn = None
-        self.done = True
+        if not self.done:
+            self.done = True
+            if not self.response_started:
+                self.status = 499  # nginx's "client closed request": no response was sent
+            self._observe()
 
     # -- answers ------------------------------------------------------------------------------------
 
     def _give_up(self) -> None:
         failure = self.last_failure
+        route = self.route
+        if not self.trace_id:
+            # Ids are made per request only when tracing or the access log uses them; a log line about a
+            # request always carries one (and the error body below shows the same).
+            self.trace_id, self.span_id = new_trace_id(), new_span_id()
+        log.warning(
+            "upstream %s failed (%s) after %d attempt(s) on route %s",
+            route.config.upstream if route is not None else "-",
+            failure,
+            self.attempts,
+            route.config.id if route is not None else "-",
+            extra=request_ids(self.trace_id, self.span_id),
+        )
         if failure in ("timeout", "connect_timeout"):
             self.send_error(504, "upstream timed out")
         else:
@@ -671,28 +714,53 @@ class Exchange:
         if self.done:
             return
         self.done = True
-        if self.sampled:
-            self._attempt_ended(0, "aborted")  # an attempt still open here was cut short
-            recorder = self.proto.ctx.recorder
-            if recorder is not None:
-                recorder.record(server_span(self, time.time_ns()))
+        self._observe()
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
         self.proto.exchange_finished(self, keep_alive)
 
-    # -- whole-request and write timeouts (timers only exist when they can fire) --------------------
+    def _observe(self) -> None:
+        """The request is over (answered, or its client went away): its span, metrics and access-log line."""
+        self._attempt_ended(0, "aborted")  # an attempt still open here was cut short
+        ctx = self.proto.ctx
+        end_ns = time.time_ns()
+        if self.sampled:
+            recorder = ctx.recorder
+            if recorder is not None:
+                recorder.record(server_span(self, end_ns))
+        metrics = ctx.metrics
+        if metrics is not None:
+            if self.trace_id:
+                metrics.traces[self.sampled] += 1
+            route = self.route
+            (route.metrics if route is not None and route.metrics is not None else metrics.unrouted).observe(
+                self.method,
+                self.status,
+                (end_ns - self.start_ns) / 1e9,
+                self.trace_id.hex() if self.sampled else None,
+                end_ns / 1e9,
+            )
+        access_log = ctx.access_log
+        if access_log is not None:
+            access_log.log(self, end_ns)
 
     def _attempt_ended(self, status: int, error: str) -> None:
-        """Close the CLIENT span of the current upstream attempt (sampled requests only)."""
+        """An upstream attempt ended: close its CLIENT span (sampled requests) and count it."""
         start = self.attempt_start_ns
         if not start:
             return
         self.attempt_start_ns = 0
-        recorder = self.proto.ctx.recorder
-        if recorder is not None:
-            span = client_span(self, self.tried[-1], self.client_span_id, start, time.time_ns(), status, error)
-            recorder.record(span)
+        end = time.time_ns()
+        if self.sampled:
+            recorder = self.proto.ctx.recorder
+            if recorder is not None:
+                recorder.record(client_span(self, self.tried[-1], self.client_span_id, start, end, status, error))
+        route = self.route
+        if route is not None and route.upstream_metrics is not None:
+            route.upstream_metrics.observe(status, error, (end - start) / 1e9)
+
+    # -- whole-request and write timeouts (timers only exist when they can fire) --------------------
 
     def error_type(self) -> str:
         """`error.type` of the SERVER span: what failed, for answers that are errors."""

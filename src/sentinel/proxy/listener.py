@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, cast
 import httptools
 
 from sentinel.config.model import Config, LimitsConfig, ListenerConfig, ListenerProtocol, Propagator, RouteConfig
+from sentinel.logging.access import AccessLog
+from sentinel.metrics.recording import RouteMetrics, UpstreamMetrics, WorkerMetrics
 from sentinel.proxy.builtins import ERROR_JSON, Builtins
 from sentinel.proxy.errors import error_body, reason
 from sentinel.proxy.exchange import Exchange
@@ -37,10 +39,11 @@ if TYPE_CHECKING:
 class RequestTooLarge(Exception):
     """Raised from a parser callback to stop parsing a head over the limits."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, blocked: str) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.blocked = blocked  # sentinel_blocked_requests_total{reason}
 
 
 @dataclass(slots=True)
@@ -55,6 +58,8 @@ class RouteRuntime:
     max_attempts: int
     trace: TracePolicy | None  # None when tracing is not configured
     span_attributes: bytes  # the SERVER-span attributes constant for this route, pre-encoded
+    metrics: RouteMetrics | None = None  # None when metrics are off
+    upstream_metrics: UpstreamMetrics | None = None
 
 
 class ConnectionBudget:
@@ -73,6 +78,7 @@ class ListenerContext:
     """Everything a connection needs, built once per config and listener."""
 
     __slots__ = (
+        "access_log",
         "budget",
         "builtins",
         "config",
@@ -81,6 +87,7 @@ class ListenerContext:
         "limits",
         "listener",
         "loop",
+        "metrics",
         "new_id",
         "open_connections",
         "recorder",
@@ -89,6 +96,7 @@ class ListenerContext:
         "routes",
         "scheme",
         "server_port",
+        "trace_ids",
         "traceresponse",
         "tracing",
         "unrouted_trace",
@@ -106,9 +114,13 @@ class ListenerContext:
         loop: asyncio.AbstractEventLoop,
         budget: ConnectionBudget | None = None,
         recorder: SpanRecorder | None = None,
+        metrics: WorkerMetrics | None = None,
+        access_log: AccessLog | None = None,
     ) -> None:
         self.config = config
         self.recorder = recorder
+        self.metrics = metrics
+        self.access_log = access_log
         self.budget = budget or ConnectionBudget(config.system.max_connections)
         self.listener = listener
         self.router = Router(config, listener)
@@ -123,6 +135,9 @@ class ListenerContext:
         self.open_connections: set[HttpProtocol] = set()
         tracing = config.observability.tracing
         self.tracing = tracing
+        # Trace ids are made (or taken from the caller) when tracing is on, and also for an access log that
+        # records them: the upstream then receives the same id in an unsampled traceparent.
+        self.trace_ids = tracing is not None or (access_log is not None and access_log.with_trace)
         self.traceresponse = tracing is not None and tracing.traceresponse
         propagation = tracing.propagation if tracing is not None else ()
         # Other formats are read only when traceparent is absent or invalid, in the configured order.
@@ -153,6 +168,8 @@ class ListenerContext:
                 max_attempts=r.retry.max_attempts,
                 trace=TracePolicy(tracing, r) if tracing is not None else None,
                 span_attributes=route_attributes(r, compiled.template) if tracing is not None else b"",
+                metrics=metrics.route(r.id) if metrics is not None else None,
+                upstream_metrics=metrics.upstream(r.upstream) if metrics is not None and r.upstream else None,
             )
 
     def runtime(self, route: CompiledRoute) -> RouteRuntime:
@@ -176,7 +193,7 @@ class HttpProtocol(asyncio.Protocol):
         self.writable = True
         self.tunnel: asyncio.Transport | None = None  # upstream transport once upgraded
         self._read_paused = False
-        self._pending_reject: tuple[int, str] | None = None
+        self._pending_reject: tuple[int, str, str] | None = None
         self._span_attributes: bytes | None = None
         self._span_attributes_http10 = False
         self._url = b""
@@ -251,11 +268,11 @@ class HttpProtocol(asyncio.Protocol):
         except httptools.HttpParserCallbackError as exc:
             cause = exc.__context__
             if isinstance(cause, RequestTooLarge):
-                self.reject(cause.status, cause.message)
+                self.reject(cause.status, cause.message, cause.blocked)
             else:
                 raise
         except httptools.HttpParserError as exc:
-            self.reject(400, f"malformed request: {exc}")
+            self.reject(400, f"malformed request: {exc}", "malformed_request")
 
     def eof_received(self) -> bool | None:
         # A client that half-closes after sending its request still gets its response; an idle
@@ -313,7 +330,7 @@ class HttpProtocol(asyncio.Protocol):
             self._timer = self.loop.call_at(self._deadline, self._timed_out)
             return
         if self._url or self._headers:
-            self.reject(408, "request head not received in time")
+            self.reject(408, "request head not received in time", "request_timeout")
         else:
             self.transport.close()  # an idle keep-alive connection, or one that never spoke
 
@@ -329,15 +346,15 @@ class HttpProtocol(asyncio.Protocol):
     def on_url(self, url: bytes) -> None:
         self._url += url
         if len(self._url) > self._max_header_size:
-            raise RequestTooLarge(414, "request target too long")
+            raise RequestTooLarge(414, "request target too long", "uri_too_long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers.append((name, value))
         self._header_bytes += len(name) + len(value)
         if len(self._headers) > self._max_header_count:
-            raise RequestTooLarge(431, "too many request headers")
+            raise RequestTooLarge(431, "too many request headers", "header_count_exceeded")
         if self._header_bytes > self._max_header_size:
-            raise RequestTooLarge(431, "request headers too large")
+            raise RequestTooLarge(431, "request headers too large", "header_too_large")
 
     def on_headers_complete(self) -> None:
         if not self.pipeline:
@@ -396,8 +413,9 @@ class HttpProtocol(asyncio.Protocol):
         if len(self.pipeline) <= 1 and self._pending_reject is None:
             self.resume_reading()
 
-    def reject(self, status: int, message: str) -> None:
-        """Answer a request the proxy cannot parse or accept, and close: the connection's state is unknown."""
+    def reject(self, status: int, message: str, blocked: str) -> None:
+        """Answer a request the proxy cannot parse or accept, and close: the connection's state is unknown.
+        `blocked` is its reason label in sentinel_blocked_requests_total."""
         if self.transport is None:
             return
         parsing = self.parsing
@@ -408,11 +426,14 @@ class HttpProtocol(asyncio.Protocol):
             return
         if self.pipeline:
             # Earlier requests are still being answered: answer them first, in order, then this.
-            self._pending_reject = (status, message)
+            self._pending_reject = (status, message, blocked)
             self.pause_reading()
             return
         self._pending_reject = None
         self.closing = True
+        metrics = self.ctx.metrics
+        if metrics is not None:
+            metrics.block(blocked)
         cid = self.ctx.new_id()
         body = error_body(status, message, os.urandom(16).hex(), cid)
         self.transport.write(

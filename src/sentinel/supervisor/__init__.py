@@ -5,11 +5,16 @@
 - Workers are restarted when they die; SIGHUP validates the config file and, if it is good, starts a
   new generation of workers on the same sockets before the old one drains; SIGTERM/SIGINT drain all.
 - Active health checks run here once and reach every worker over its control socket.
+- The span exporter, the access-log writer and the metrics endpoint run here, once for all workers:
+  workers send spans, log lines and metric snapshots over their control sockets.
+- SIGUSR1 reopens the log files (here and in every worker) after log rotation.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import os
 import signal
 import socket
@@ -28,8 +33,14 @@ from sentinel.config import (
     load_config_text,
     read_config_file,
 )
-from sentinel.config.model import ListenerConfig
-from sentinel.ipc import CONTROL, SPANS, decode_control, encode_control, read_frame
+from sentinel.config.model import AccessLogConfig, ListenerConfig, MetricsConfig
+from sentinel.ipc import ACCESS, CONTROL, SPANS, decode_control, encode_control, read_frame
+from sentinel.logging import app as app_log
+from sentinel.logging.writer import AccessLogWriter
+from sentinel.metrics.aggregate import Aggregator
+from sentinel.metrics.exposition import ExporterFigures, SentinelCollector, render
+from sentinel.metrics.recording import Snapshot
+from sentinel.metrics.server import MetricsServer
 from sentinel.supervisor.health import HealthChecker
 from sentinel.tracing.export import SpanExporter
 from sentinel.tracing.recorder import unpack_spans
@@ -38,10 +49,34 @@ from sentinel.tracing.resource import resource_attributes
 _READY_TIMEOUT = 30.0
 _EXPORT_SHUTDOWN_MAX = 5.0  # seconds the exporter may take to send what is queued at shutdown
 _RESTART_BACKOFF_MAX = 5.0
+_SCRAPE_WAIT = 2.0  # how long a scrape waits for a worker's snapshot before using its previous one
+_READER_DRAIN = 5.0  # how long an exited worker's last frames may take to arrive
+
+_log = logging.getLogger("sentinel.supervisor")
 
 
-def log(message: str) -> None:
+def log(message: str, level: int = logging.INFO) -> None:
+    _log.log(level, message)
+
+
+def announce(message: str) -> None:
+    """A line on stderr that scripts wait for (a bound address), and the same in the application log."""
     print(f"sentinel: {message}", file=sys.stderr, flush=True)
+    _log.info(message)
+
+
+def host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def access_log_config(config: Config) -> AccessLogConfig | None:
+    access = config.observability.logging.access_log
+    return access if access is not None and access.enabled else None
+
+
+def metrics_config(config: Config) -> MetricsConfig | None:
+    metrics = config.observability.metrics
+    return metrics if metrics is not None and metrics.enabled else None
 
 
 def bind_listener(listener: ListenerConfig, port: int | None = None) -> socket.socket:
@@ -77,6 +112,9 @@ class WorkerHandle:
     writer: asyncio.StreamWriter | None = None
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     retiring: bool = False
+    snapshot: Snapshot | None = None  # the latest metric snapshot received
+    final: bool = False  # `snapshot` is the one sent on exit
+    pending: dict[int, asyncio.Future[Snapshot]] = field(default_factory=dict)
 
 
 class Supervisor:
@@ -94,6 +132,12 @@ class Supervisor:
         self.health = HealthChecker(self.broadcast_health)
         self.exporter: SpanExporter | None = make_exporter(config)
         self._restart_delay: dict[int, float] = {}
+        self.aggregator = Aggregator()
+        self.metrics_server: MetricsServer | None = None
+        access = access_log_config(config)
+        self.access_writer: AccessLogWriter | None = AccessLogWriter(access.file) if access is not None else None
+        self.log_handler: app_log.LineHandler | None = None
+        self._scrape_ids = 0
 
     # -- sockets ------------------------------------------------------------------------------------
 
@@ -145,13 +189,20 @@ class Supervisor:
         reader, handle.writer = await asyncio.open_unix_connection(sock=handle.control)
         reader_task = asyncio.get_running_loop().create_task(self._read_worker(handle, reader))
         code = await handle.process.wait()
+        # The worker's last spans, log lines and final counts may still be in the socket: read to its end.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(reader_task), _READER_DRAIN)
         reader_task.cancel()
         handle.writer.close()
+        if handle.snapshot is not None:
+            # Its counts stay in the totals (all of them after a clean exit; up to its last snapshot after a crash).
+            self.aggregator.retire(handle.snapshot)
+            handle.snapshot = None
         self.retiring.discard(handle)
         if self.workers.get(handle.slot) is handle:
             del self.workers[handle.slot]
             if not self.stopping:
-                log(f"worker {handle.slot} (pid {handle.process.pid}) exited with {code}; restarting")
+                log(f"worker {handle.slot} (pid {handle.process.pid}) exited with {code}; restarting", logging.WARNING)
                 await self._restart(handle.slot)
         self._maybe_done()
 
@@ -180,12 +231,116 @@ class Supervisor:
             if kind == SPANS:
                 if self.exporter is not None:
                     self.exporter.offer(unpack_spans(payload))
+            elif kind == ACCESS:
+                if self.access_writer is not None:
+                    self.access_writer.write(payload)
             elif kind == CONTROL:
                 message = decode_control(payload)
-                if message.get("type") == "ready":
+                kind_name = message.get("type")
+                if kind_name == "ready":
                     handle.ready.set()
                     self._restart_delay.pop(handle.slot, None)
                     self._send_health_state(handle)
+                elif kind_name == "metrics":
+                    self._snapshot_received(handle, message)
+                elif kind_name == "scrape":
+                    asyncio.get_running_loop().create_task(self._answer_scrape(handle, message))
+
+    # -- metrics ------------------------------------------------------------------------------------
+
+    def _snapshot_received(self, handle: WorkerHandle, message: dict[str, Any]) -> None:
+        snapshot = message["snapshot"]
+        if not handle.final:
+            handle.snapshot = snapshot
+            handle.final = bool(message.get("final"))
+        future = handle.pending.pop(int(message.get("id", 0)), None)
+        if future is not None and not future.done():
+            future.set_result(snapshot)
+
+    async def scrape(self, accept: str) -> tuple[str, bytes]:
+        """Ask every live worker for its numbers (each answers between two of its callbacks), add them up
+        with those of the workers that exited, and render them."""
+        loop = asyncio.get_running_loop()
+        handles = [h for h in [*self.workers.values(), *self.retiring] if h.ready.is_set()]
+        waits: list[asyncio.Future[Snapshot]] = []
+        for handle in handles:
+            if handle.final or handle.writer is None or handle.writer.is_closing():
+                continue
+            self._scrape_ids += 1
+            future: asyncio.Future[Snapshot] = loop.create_future()
+            handle.pending[self._scrape_ids] = future
+            handle.writer.write(encode_control({"type": "metrics", "id": self._scrape_ids}))
+            waits.append(future)
+        if waits:
+            await asyncio.wait(waits, timeout=_SCRAPE_WAIT)
+        for handle in handles:
+            for future in handle.pending.values():
+                future.cancel()
+            handle.pending.clear()
+        live = [h.snapshot for h in handles if h.snapshot is not None]
+        totals, gauges = self.aggregator.combine(live)
+        if self.access_writer is not None:
+            totals.access_log_dropped += self.access_writer.dropped_lines
+        return render(SentinelCollector(totals, gauges, ExporterFigures.of(self.exporter)), accept)
+
+    async def _answer_scrape(self, handle: WorkerHandle, message: dict[str, Any]) -> None:
+        """A worker serves a `metrics` builtin route: it gets the same exposition as the endpoint."""
+        content_type, body = await self.scrape(str(message.get("accept", "")))
+        if handle.writer is not None and not handle.writer.is_closing():
+            answer = {"type": "scraped", "id": message["id"], "content_type": content_type, "body": body.decode()}
+            handle.writer.write(encode_control(answer))
+
+    async def _start_metrics_server(self) -> None:
+        metrics = metrics_config(self.config)
+        if metrics is None:
+            return
+        server = MetricsServer(metrics.address.host, metrics.address.port, metrics.path, self.scrape)
+        try:
+            host, port = await server.start()
+        except OSError as exc:
+            log(f"cannot serve metrics on {metrics.address}: {exc}", logging.ERROR)
+            return
+        self.metrics_server = server
+        announce(f"metrics on {host_port(host, port)}{metrics.path}")
+
+    async def _reload_metrics_server(self, old: Config) -> None:
+        if metrics_config(old) == metrics_config(self.config) and self.metrics_server is not None:
+            return
+        if self.metrics_server is not None:
+            await self.metrics_server.stop()
+            self.metrics_server = None
+        await self._start_metrics_server()
+
+    def _reload_logs(self, old: Config) -> None:
+        if old.observability.logging != self.config.observability.logging:
+            try:
+                self.log_handler = app_log.configure(self.config.observability.logging)
+            except OSError as exc:
+                log(f"cannot open the application log: {exc}", logging.ERROR)
+        if access_log_config(old) != access_log_config(self.config):
+            previous = self.access_writer
+            access = access_log_config(self.config)
+            try:
+                self.access_writer = AccessLogWriter(access.file) if access is not None else None
+            except OSError as exc:
+                log(f"cannot open the access log: {exc}", logging.ERROR)
+                return
+            if previous is not None:
+                # Lines still arriving from the old workers go to the new destination.
+                previous.close()
+
+    def reopen_logs(self) -> None:
+        """SIGUSR1: reopen the log files here and in every worker (after log rotation)."""
+        if self.access_writer is not None:
+            self.access_writer.reopen()
+        if self.log_handler is not None:
+            try:
+                self.log_handler.reopen()
+            except OSError as exc:
+                log(f"cannot reopen the application log: {exc}", logging.ERROR)
+        for handle in [*self.workers.values(), *self.retiring]:
+            if handle.process.returncode is None:
+                handle.process.send_signal(signal.SIGUSR1)
 
     def _send_health_state(self, handle: WorkerHandle) -> None:
         if handle.writer is None:
@@ -244,7 +399,7 @@ class Supervisor:
             text = default_config_text() if source == DEFAULT_SOURCE else read_config_file(source)
             config = load_config_text(text, source)
         except ConfigError as exc:
-            log(f"reload failed, keeping the running configuration:\n{exc}")
+            log(f"reload failed, keeping the running configuration:\n{exc}", logging.ERROR)
             return
         previous = (self.config, self.config_text)
         self.config, self.config_text = config, text
@@ -252,12 +407,14 @@ class Supervisor:
             ok = await self.start_generation()
         except OSError as exc:
             ok = False
-            log(f"reload failed: {exc}")
+            log(f"reload failed: {exc}", logging.ERROR)
         if not ok:
             self.config, self.config_text = previous
-            log("reload failed: the new workers did not start; keeping the running configuration")
+            log("reload failed: the new workers did not start; keeping the running configuration", logging.ERROR)
             return
         self.health.configure(config)
+        self._reload_logs(previous[0])
+        await self._reload_metrics_server(previous[0])
         await self._reload_exporter(previous[0], config)
         log(f"reloaded {source} (generation {self.generation})")
 
@@ -297,6 +454,7 @@ class Supervisor:
             loop.add_signal_handler(sig, self.shutdown)
         reloads: asyncio.Queue[None] = asyncio.Queue()
         loop.add_signal_handler(signal.SIGHUP, reloads.put_nowait, None)
+        loop.add_signal_handler(signal.SIGUSR1, self.reopen_logs)
         if self.exporter is not None:
             await self.exporter.start()
         if not await self.start_generation():
@@ -305,15 +463,18 @@ class Supervisor:
                 self.stopping = True
                 return 1
         else:
+            await self._start_metrics_server()
             for listener in self.config.listeners:
                 bound = self.sockets[(str(listener.address), 0)].getsockname()
-                log(f"listener {listener.id} on {bound[0]}:{bound[1]}")
+                announce(f"listener {listener.id} on {host_port(bound[0], bound[1])}")
             self.health.configure(self.config)
         self._maybe_done()
         reload_task = loop.create_task(self._reload_loop(reloads))
         await self.done.wait()
         reload_task.cancel()
         self.health.stop()
+        if self.metrics_server is not None:
+            await self.metrics_server.stop()
         if self.exporter is not None:
             # The workers flushed their spans as they drained; send them before exiting, but do not
             # hold a shutdown for long on a collector that is down.
@@ -322,6 +483,8 @@ class Supervisor:
         self._close_unused_sockets()
         for sock in self.sockets.values():
             sock.close()
+        if self.access_writer is not None:
+            self.access_writer.close()
         return 0
 
     async def _reload_loop(self, reloads: asyncio.Queue[None]) -> None:
@@ -345,9 +508,17 @@ def run_supervisor(config: Config, text: str) -> int:
     """Run until SIGTERM/SIGINT; `text` is the config's source text, handed to every worker."""
     started = time.monotonic()
     try:
-        code = uvloop.run(Supervisor(config, text).run())
+        handler = app_log.configure(config.observability.logging)
     except OSError as exc:
-        log(f"cannot start: {exc}")
+        print(f"sentinel: cannot open the application log: {exc}", file=sys.stderr)
+        return 1
+    try:
+        supervisor = Supervisor(config, text)
+        supervisor.log_handler = handler
+        code = uvloop.run(supervisor.run())
+    except OSError as exc:
+        print(f"sentinel: cannot start: {exc}", file=sys.stderr)
+        log(f"cannot start: {exc}", logging.ERROR)
         return 1
     log(f"stopped after {time.monotonic() - started:.1f}s")
     return code

@@ -39,18 +39,15 @@ def unpack_spans(payload: bytes) -> list[bytes]:
 
 
 class SpanRecorder:
-    __slots__ = ("_pending", "_send", "_send_buffer_size", "dropped", "started", "started_unsampled")
+    __slots__ = ("_pending", "_send", "_send_buffer_size", "dropped")
 
     def __init__(self, send: Callable[[bytes], None], send_buffer_size: Callable[[], int]) -> None:
         self._send = send
         self._send_buffer_size = send_buffer_size
         self._pending: list[bytes] = []
-        self.started = 0  # sampled spans recorded (sentinel_spans_started_total{sampled="true"})
-        self.started_unsampled = 0
         self.dropped = 0  # spans dropped because the supervisor was behind
 
     def record(self, span: bytes) -> None:
-        self.started += 1
         pending = self._pending
         pending.append(span)
         if len(pending) >= BATCH:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
+import logging
 import os
 import signal
 import socket
@@ -18,12 +19,16 @@ import ssl
 import sys
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import uvloop
 
 from sentinel.config import ConfigError, load_config_text
-from sentinel.config.model import Config, ListenerConfig, ListenerProtocol
+from sentinel.config.model import BuiltinHandler, Config, ListenerConfig, ListenerProtocol
 from sentinel.ipc import CONTROL, decode_control, encode_control, read_frame
+from sentinel.logging import app as app_log
+from sentinel.logging.access import FLUSH_INTERVAL, AccessLog
+from sentinel.metrics.recording import Snapshot, WorkerMetrics
 from sentinel.proxy.builtins import Builtins, InstanceInfo
 from sentinel.proxy.listener import ConnectionBudget, HttpProtocol, ListenerContext
 from sentinel.tracing.recorder import SpanRecorder
@@ -31,6 +36,17 @@ from sentinel.upstream.cluster import Cluster
 
 _SWEEP_INTERVAL = 1.0
 _IDLE_GRACE = 1.0  # seconds an idle connection may still send one request while draining
+_SCRAPE_TIMEOUT = 5.0
+
+log = logging.getLogger("sentinel.worker")
+
+
+def metrics_wanted(config: Config) -> bool:
+    """Record metrics when an endpoint or a route can serve them."""
+    metrics = config.observability.metrics
+    if metrics is not None and metrics.enabled:
+        return True
+    return any(r.builtin_handler is BuiltinHandler.METRICS for r in config.routes)
 
 
 def tls_context(listener: ListenerConfig) -> ssl.SSLContext | None:
@@ -55,12 +71,17 @@ class Worker:
         self.stopping = asyncio.Event()
         self.writer: asyncio.StreamWriter | None = None
         self.recorder: SpanRecorder | None = None
+        self.metrics: WorkerMetrics | None = WorkerMetrics() if metrics_wanted(config) else None
+        self.access_log: AccessLog | None = None
+        self.log_handler: app_log.LineHandler | None = None
+        self._scrapes: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._next_scrape = 0
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         self.clusters = {uid: Cluster(u, loop) for uid, u in self.config.upstreams.items()}
         info = InstanceInfo()
-        builtins = Builtins(self.config, info, self.target_health)
+        builtins = Builtins(self.config, info, self.target_health, self.scrape if self.metrics is not None else None)
         workers = self.config.system.worker_threads or os.cpu_count() or 1
         budget = ConnectionBudget(max(1, -(-self.config.system.max_connections // workers)))
         reader, self.writer = await asyncio.open_unix_connection(sock=self.control)
@@ -70,8 +91,13 @@ class Worker:
         if tracing is not None and tracing.enabled:
             recorder = SpanRecorder(writer.write, writer.transport.get_write_buffer_size)
         self.recorder = recorder
+        access = self.config.observability.logging.access_log
+        if access is not None and access.enabled:
+            self.access_log = AccessLog(access, writer.write, writer.transport.get_write_buffer_size)
         for listener in self.config.listeners:
-            ctx = ListenerContext(self.config, listener, builtins, self.clusters, loop, budget, recorder)
+            ctx = ListenerContext(
+                self.config, listener, builtins, self.clusters, loop, budget, recorder, self.metrics, self.access_log
+            )
             self.contexts.append(ctx)
             server = await loop.create_server(
                 functools.partial(HttpProtocol, ctx),
@@ -82,19 +108,73 @@ class Worker:
             self.servers.append(server)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
+        loop.add_signal_handler(signal.SIGUSR1, self._reopen_logs)
         control_task = loop.create_task(self._read_control(reader))
         sweep_task = loop.create_task(self._sweep())
         flush_task = loop.create_task(recorder.run()) if recorder is not None else None
+        access_task = loop.create_task(self._flush_access_log()) if self.access_log is not None else None
         writer.write(encode_control({"type": "ready", "worker": self.index}))
         await self.stopping.wait()
         sweep_task.cancel()
         control_task.cancel()
         await self._drain()
-        if flush_task is not None and recorder is not None:
-            flush_task.cancel()
-            recorder.flush()  # the drained requests' spans
-            await writer.drain()
+        for task in (flush_task, access_task):
+            if task is not None:
+                task.cancel()
+        # What the drained requests left: their spans, log lines, and the final counts.
+        if recorder is not None:
+            recorder.flush()
+        if self.access_log is not None:
+            self.access_log.flush()
+        if self.metrics is not None:
+            writer.write(encode_control({"type": "metrics", "id": 0, "final": True, "snapshot": self.snapshot()}))
+        await writer.drain()
         return 0
+
+    def snapshot(self) -> Snapshot:
+        assert self.metrics is not None
+        recorder, access_log = self.recorder, self.access_log
+        targets = [
+            [uid, t.key, t.health_label(time.monotonic()) != "unhealthy"]
+            for uid, cluster in self.clusters.items()
+            for t in cluster.targets
+        ]
+        return self.metrics.snapshot(
+            {
+                "spans_dropped": recorder.dropped if recorder is not None else 0,
+                "access_log_dropped": access_log.dropped if access_log is not None else 0,
+                "open_connections": sum(len(ctx.open_connections) for ctx in self.contexts),
+                "targets": targets,
+            }
+        )
+
+    async def scrape(self, accept: str) -> tuple[str, bytes]:
+        """The aggregated exposition, for a `metrics` builtin route: the supervisor has every worker's numbers."""
+        assert self.writer is not None
+        self._next_scrape += 1
+        scrape_id = self._next_scrape
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._scrapes[scrape_id] = future
+        try:
+            self.writer.write(encode_control({"type": "scrape", "id": scrape_id, "accept": accept}))
+            async with asyncio.timeout(_SCRAPE_TIMEOUT):
+                answer = await future
+        finally:
+            self._scrapes.pop(scrape_id, None)
+        return str(answer["content_type"]), str(answer["body"]).encode()
+
+    async def _flush_access_log(self) -> None:
+        assert self.access_log is not None
+        while True:
+            await asyncio.sleep(FLUSH_INTERVAL)
+            self.access_log.flush()
+
+    def _reopen_logs(self) -> None:
+        if self.log_handler is not None:
+            try:
+                self.log_handler.reopen()
+            except OSError as exc:
+                log.error("cannot reopen the application log: %s", exc)
 
     def target_health(self, upstream_id: str, target: str) -> str:
         cluster = self.clusters.get(upstream_id)
@@ -116,10 +196,18 @@ class Worker:
             if kind != CONTROL:
                 continue
             message = decode_control(payload)
-            if message.get("type") == "health":
+            what = message.get("type")
+            if what == "health":
                 cluster = self.clusters.get(message["upstream"])
                 if cluster is not None:
                     cluster.set_health(message["target"], bool(message["healthy"]))
+            elif what == "metrics" and self.metrics is not None and self.writer is not None:
+                snapshot = self.snapshot()
+                self.writer.write(encode_control({"type": "metrics", "id": message["id"], "snapshot": snapshot}))
+            elif what == "scraped":
+                future = self._scrapes.get(message["id"])
+                if future is not None and not future.done():
+                    future.set_result(message)
 
     async def _sweep(self) -> None:
         parent = os.getppid()
@@ -169,6 +257,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         sockets[listener_id] = socket.socket(fileno=int(fd))
     control = socket.socket(fileno=args.control_fd)
     worker = Worker(config, sockets, control, args.index)
+    try:
+        worker.log_handler = app_log.configure(config.observability.logging)
+    except OSError as exc:
+        print(f"sentinel worker: cannot open the application log: {exc}", file=sys.stderr)
+        return 1
     profile_to = os.environ.get("SENTINEL_PROFILE")
     if not profile_to:
         return uvloop.run(worker.run())

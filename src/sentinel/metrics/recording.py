@@ -1,0 +1,175 @@
+"""Metric recording in a worker (SPEC §8): plain counters, no locks, nothing shared between processes.
+
+Each worker counts its own requests in ordinary Python ints and lists; the supervisor asks every worker for
+a snapshot when it is scraped and adds them up (`metrics.aggregate`). Recording a request is a few dict
+look-ups and integer increments: the per-route, per-method statistics objects are created on first use and
+then reused, so the hot path allocates nothing for an unsampled request (a sampled one stores an exemplar
+tuple). Label values are bounded: routes and upstreams come from the config, methods from httptools' fixed
+list, statuses are three-digit numbers, failure reasons are a fixed vocabulary.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from typing import Any, Final
+
+REQUEST_BUCKETS: Final = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+AGENT_BUCKETS: Final = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+UNROUTED: Final = "unrouted"  # the route label of requests that matched no route (or were refused before routing)
+
+Exemplar = tuple[str, float, float]  # trace id (32 hex), observed value (seconds), Unix time (seconds)
+Snapshot = dict[str, Any]  # JSON-able; see `WorkerMetrics.snapshot`
+
+
+class Histogram:
+    """Fixed-bucket histogram: `counts[i]` observations fell in bucket i (not cumulative), the last is +Inf.
+    With `exemplars`, the latest sampled trace per bucket is kept (OpenMetrics exemplars)."""
+
+    __slots__ = ("bounds", "counts", "exemplars", "sum")
+
+    def __init__(self, bounds: tuple[float, ...], exemplars: bool = False) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.sum = 0.0
+        self.exemplars: list[Exemplar | None] | None = [None] * (len(bounds) + 1) if exemplars else None
+
+    def observe(self, seconds: float) -> int:
+        # bisect_left: the first bound >= value, as Prometheus buckets are "less than or equal".
+        i = bisect_left(self.bounds, seconds)
+        self.counts[i] += 1
+        self.sum += seconds
+        return i
+
+    def dump(self) -> list[Any]:
+        return [self.counts, self.sum, self.exemplars]
+
+
+class MethodStats:
+    """Requests of one route and method: counts per status and the duration histogram."""
+
+    __slots__ = ("durations", "statuses")
+
+    def __init__(self) -> None:
+        self.statuses: dict[int, int] = {}
+        self.durations = Histogram(REQUEST_BUCKETS, exemplars=True)
+
+
+class RouteMetrics:
+    __slots__ = ("by_method", "route")
+
+    def __init__(self, route: str) -> None:
+        self.route = route
+        self.by_method: dict[bytes, MethodStats] = {}
+
+    def observe(self, method: bytes, status: int, seconds: float, trace_id: str | None, now: float) -> None:
+        stats = self.by_method.get(method)
+        if stats is None:
+            stats = self.by_method[method] = MethodStats()
+        statuses = stats.statuses
+        statuses[status] = statuses.get(status, 0) + 1
+        i = stats.durations.observe(seconds)
+        if trace_id is not None:
+            exemplars = stats.durations.exemplars
+            assert exemplars is not None
+            exemplars[i] = (trace_id, seconds, now)
+
+
+class UpstreamMetrics:
+    """Attempts sent to one upstream: answered ones by status, failed ones by reason, and their durations."""
+
+    __slots__ = ("durations", "failures", "statuses", "upstream")
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream
+        self.statuses: dict[int, int] = {}
+        self.failures: dict[str, int] = {}
+        self.durations = Histogram(REQUEST_BUCKETS)
+
+    def observe(self, status: int, failure: str, seconds: float) -> None:
+        if failure:
+            self.failures[failure] = self.failures.get(failure, 0) + 1
+        else:
+            self.statuses[status] = self.statuses.get(status, 0) + 1
+        self.durations.observe(seconds)
+
+
+class AgentMetrics:
+    """Calls to one agent for one event: latency, decisions, timeouts and errors (SPEC §8)."""
+
+    __slots__ = ("decisions", "errors", "latency", "timeouts")
+
+    def __init__(self) -> None:
+        self.latency = Histogram(AGENT_BUCKETS)
+        self.decisions: dict[str, int] = {}
+        self.timeouts = 0
+        self.errors: dict[str, int] = {}
+
+
+class WorkerMetrics:
+    """All the metrics one worker records. `requests_started` minus the requests counted so far is the
+    number in progress (sentinel_active_requests), so starting a request costs one increment."""
+
+    def __init__(self) -> None:
+        self.routes: dict[str, RouteMetrics] = {}
+        self.unrouted = self.route(UNROUTED)
+        self.upstreams: dict[str, UpstreamMetrics] = {}
+        self.agents: dict[tuple[str, str], AgentMetrics] = {}
+        self.blocked: dict[str, int] = {}
+        self.requests_started = 0
+        self.traces = [0, 0]  # requests with a trace id, indexed by the sampling decision (False, True)
+
+    def route(self, route_id: str) -> RouteMetrics:
+        """The statistics of a route, made once per config (routes hold theirs)."""
+        metrics = self.routes.get(route_id)
+        if metrics is None:
+            metrics = self.routes[route_id] = RouteMetrics(route_id)
+        return metrics
+
+    def upstream(self, upstream_id: str) -> UpstreamMetrics:
+        metrics = self.upstreams.get(upstream_id)
+        if metrics is None:
+            metrics = self.upstreams[upstream_id] = UpstreamMetrics(upstream_id)
+        return metrics
+
+    def agent(self, agent_id: str, event: str) -> AgentMetrics:
+        key = (agent_id, event)
+        metrics = self.agents.get(key)
+        if metrics is None:
+            metrics = self.agents[key] = AgentMetrics()
+        return metrics
+
+    def block(self, reason: str) -> None:
+        self.blocked[reason] = self.blocked.get(reason, 0) + 1
+
+    def requests_finished(self) -> int:
+        return sum(sum(stats.durations.counts) for route in self.routes.values() for stats in route.by_method.values())
+
+    def snapshot(self, extra: dict[str, Any]) -> Snapshot:
+        """Everything counted so far, as JSON-able lists (the supervisor adds snapshots up), plus `extra`:
+        the counters kept elsewhere in the worker (spans, access log) and the gauges (open connections,
+        target health); `metrics.aggregate` knows which is which."""
+        requests: list[list[Any]] = []
+        durations: list[list[Any]] = []
+        for route in self.routes.values():
+            for method, stats in route.by_method.items():
+                m = method.decode("latin-1")
+                requests.extend([route.route, m, status, n] for status, n in stats.statuses.items())
+                durations.append([route.route, m, *stats.durations.dump()])
+        upstreams = [
+            [u.upstream, sorted(u.statuses.items()), sorted(u.failures.items()), *u.durations.dump()]
+            for u in self.upstreams.values()
+        ]
+        agents = [
+            [agent, event, sorted(a.decisions.items()), a.timeouts, sorted(a.errors.items()), *a.latency.dump()]
+            for (agent, event), a in self.agents.items()
+        ]
+        return {
+            "requests": requests,
+            "durations": durations,
+            "upstreams": upstreams,
+            "agents": agents,
+            "blocked": sorted(self.blocked.items()),
+            "active_requests": self.requests_started - self.requests_finished(),
+            "spans_started": [self.traces[1], self.traces[0]],
+            **extra,
+        }
