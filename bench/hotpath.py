@@ -1,6 +1,9 @@
 """Pure-Python cost of one proxied request, without sockets: a profiling aid for the request path.
 
-    .venv/bin/python bench/hotpath.py [N]
+    .venv/bin/python bench/hotpath.py [N] [off|metrics|access|both]
+
+The second argument turns on metric recording, the access log (lines formatted and batched, the
+batches discarded), or both.
 
 Drives HttpProtocol and UpstreamConnection with in-memory transports: a GET arrives, is routed and
 forwarded on a pooled upstream connection, and a small response comes back. What this prints is the
@@ -14,6 +17,9 @@ import sys
 import time
 
 from sentinel.config import load_config_text
+from sentinel.config.model import AccessLogConfig
+from sentinel.logging.access import AccessLog
+from sentinel.metrics.recording import WorkerMetrics
 from sentinel.proxy.builtins import Builtins, InstanceInfo
 from sentinel.proxy.listener import HttpProtocol, ListenerContext
 from sentinel.upstream.cluster import Cluster
@@ -64,11 +70,14 @@ class FakeTransport:
         pass
 
 
-async def main(n: int) -> None:
+async def main(n: int, mode: str) -> None:
     loop = asyncio.get_running_loop()
     config = load_config_text(CONFIG, "hotpath.kdl")
     clusters = {uid: Cluster(u, loop) for uid, u in config.upstreams.items()}
-    ctx = ListenerContext(config, config.listeners[0], Builtins(config, InstanceInfo()), clusters, loop)
+    metrics = WorkerMetrics() if mode in ("metrics", "both") else None
+    access = AccessLog(AccessLogConfig(), lambda _batch: None, lambda: 0) if mode in ("access", "both") else None
+    builtins = Builtins(config, InstanceInfo())
+    ctx = ListenerContext(config, config.listeners[0], builtins, clusters, loop, None, None, metrics, access)
     client = FakeTransport(("127.0.0.1", 50000))
     proto = HttpProtocol(ctx)
     proto.connection_made(client)  # type: ignore[arg-type]
@@ -86,8 +95,8 @@ async def main(n: int) -> None:
         upstream.data_received(RESPONSE)
     elapsed = time.perf_counter() - start
     assert len(client.written) == n, len(client.written)
-    print(f"{elapsed / n * 1e6:.1f} us of Python per proxied request ({n} requests)")
+    print(f"{elapsed / n * 1e6:.1f} us of Python per proxied request ({n} requests, observability {mode})")
 
 
 if __name__ == "__main__":
-    asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 100_000))
+    asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 100_000, sys.argv[2] if len(sys.argv) > 2 else "off"))

@@ -106,6 +106,17 @@ observability {{
 """
 
 
+# The access log (JSON, to a file) and the metrics endpoint, both on (SPEC §7, §8).
+LOGS_AND_METRICS = """
+observability {{
+    logging {{
+        access-log {{ file "{log}"; }}
+    }}
+    metrics {{ address "127.0.0.1:0"; }}
+}}
+"""
+
+
 @dataclass
 class Result:
     name: str
@@ -243,6 +254,9 @@ def main() -> int:
         "--tracing", action="store_true", help="also run sentinel-1 with tracing at sampling 0, 0.1 and 1.0"
     )
     parser.add_argument(
+        "--observability", action="store_true", help="also run sentinel-1 with the access log and metrics on"
+    )
+    parser.add_argument(
         "--pin", action="store_true", help="pin wrk to CPU 0 and the servers to CPU 1 (CPU-efficiency comparison)"
     )
     parser.add_argument("--only", choices=["direct", "nginx", "sentinel-1", "sentinel-auto"], action="append")
@@ -284,6 +298,9 @@ def main() -> int:
                 for rate in ("0", "0.1", "1.0")
             ]
             wanted.update(name for name, _, _ in variants)
+        if args.observability:
+            variants.append(("sentinel-1-logs-metrics", 1, LOGS_AND_METRICS.format(log=work / "access.log")))
+            wanted.add("sentinel-1-logs-metrics")
         for name, workers, extra in variants:
             if name not in wanted:
                 continue
@@ -334,10 +351,10 @@ def main() -> int:
 
 
 def report(results: list[Result], notes: dict[str, object], args: argparse.Namespace) -> None:
-    print(f"\n{'target':<15}{'conns':>6}{'req/s':>12}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}")
+    print(f"\n{'target':<25}{'conns':>6}{'req/s':>12}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}")
     for r in results:
         print(
-            f"{r.name:<15}{r.connections:>6}{r.requests_per_sec:>12.0f}{r.p50_ms:>10.3f}{r.p99_ms:>10.3f}{r.errors:>8}"
+            f"{r.name:<25}{r.connections:>6}{r.requests_per_sec:>12.0f}{r.p50_ms:>10.3f}{r.p99_ms:>10.3f}{r.errors:>8}"
         )
     by = {(r.name, r.connections): r for r in results}
     nginx_many, nginx_one = by.get(("nginx", args.connections)), by.get(("nginx", 1))
@@ -363,6 +380,10 @@ def report(results: list[Result], notes: dict[str, object], args: argparse.Names
         if base and traced:
             cost = 1 - traced.requests_per_sec / base.requests_per_sec
             print(f"tracing at sampling {rate} costs {cost * 100:.1f}% of req/s against tracing off")
+    observed = by.get(("sentinel-1-logs-metrics", args.connections))
+    if base and observed:
+        cost = 1 - observed.requests_per_sec / base.requests_per_sec
+        print(f"access log + metrics cost {cost * 100:.1f}% of req/s against both off")
     for key, value in notes.items():
         print(f"{key}: {value}")
     RESULTS.mkdir(parents=True, exist_ok=True)

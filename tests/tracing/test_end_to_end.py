@@ -20,6 +20,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from tests.support.client import request
 from tests.support.configs import proxy_config
+from tests.support.metrics import scrape, value
 from tests.support.otlp_receivers import GrpcReceiver
 from tests.support.process import rss, sentinel, wait_for
 from tests.support.threaded import LoopThread
@@ -164,7 +165,8 @@ def test_collector_down_does_not_break_requests_and_memory_stays_flat(tmp_path: 
             "observability {\n    tracing {\n"
             f'        backend "otlp" {{\n            endpoint "http://127.0.0.1:{dead.getsockname()[1]}"\n        }}\n'
             "        sampling-rate 1.0\n        max-queue-size 200\n        max-export-batch-size 100\n"
-            "        schedule-delay-ms 20\n    }\n}\n"
+            "        schedule-delay-ms 20\n    }\n"
+            '    metrics {\n        address "127.0.0.1:0"\n    }\n}\n'
         )
         config = proxy_config(upstream.address, extra=tracing).replace(
             "worker-threads 1", "worker-threads 1\n    graceful-shutdown-timeout-secs 1"
@@ -178,3 +180,23 @@ def test_collector_down_does_not_break_requests_and_memory_stays_flat(tmp_path: 
                 assert request(proc.port, path="/x").status == 200
             after = rss(supervisor)
             assert after - before < 16 * 1024 * 1024, (before, after)
+            # The drops are counted where operators look: 2200 requests made a SERVER and a CLIENT span
+            # each; once the worker's last batch has reached the exporter, all but the batch in flight
+            # (100) are dropped or queued.
+            wait_for(lambda: proc.metrics_port != 0, what="the metrics endpoint")
+
+            def figures() -> tuple[float, float, float, float]:
+                text = scrape(proc.metrics_port).body.decode()
+                return (
+                    value(text, "otel_exporter_spans_dropped_total", reason="queue_full"),
+                    value(text, "otel_exporter_queue_size"),
+                    value(text, "otel_exporter_spans_exported_total"),
+                    value(text, "sentinel_spans_started_total", sampled="true"),
+                )
+
+            wait_for(lambda: sum(figures()[:2]) >= 2 * 2200 - 100, what="every span to be dropped or queued")
+            dropped, queued, exported, started = figures()
+            assert exported == 0
+            assert started == 2200
+            assert queued <= 200
+            assert dropped + queued <= 2 * 2200

@@ -20,10 +20,12 @@ from sentinel.ipc import ACCESS, encode
 
 if TYPE_CHECKING:
     from sentinel.proxy.exchange import Exchange
+    from sentinel.proxy.listener import RouteRuntime
 
 FLUSH_INTERVAL: Final = 0.2
 FLUSH_BYTES: Final = 64 * 1024
 MAX_PENDING_BYTES: Final = 8 * 1024 * 1024
+_QUERY: Final = '"query":'
 _MONTHS: Final = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
@@ -37,6 +39,7 @@ def json_string(text: str) -> str:
 
 
 def _header(ex: Exchange, name: bytes) -> str | None:
+    """A request header as text (for the combined format)."""
     value = ex.h.get(name)
     return None if value is None else value.decode("latin-1")
 
@@ -46,7 +49,7 @@ def _opt(text: str | None) -> str:
 
 
 class _SecondCache:
-    """The formatted whole-second part of timestamps, recomputed once per second."""
+    """A formatted timestamp and the time unit (second or millisecond) it was made for."""
 
     __slots__ = ("second", "text")
 
@@ -61,12 +64,15 @@ class AccessLog:
         "_clf",
         "_combined",
         "_errors_always",
+        "_fields",
         "_iso",
+        "_keep",
         "_pending",
         "_random",
         "_rate",
         "_send",
         "_send_buffer_size",
+        "_targets",
         "dropped",
         "with_trace",
     )
@@ -90,6 +96,9 @@ class AccessLog:
         self._iso = _SecondCache()
         self._clf = _SecondCache()
         self.dropped = 0  # lines dropped because the supervisor was behind
+        self._fields: dict[int, str] = {}
+        self._keep: list[RouteRuntime | None] = []
+        self._targets: dict[str, str] = {}
 
     def log(self, ex: Exchange, end_ns: int) -> None:
         if self._rate < 1.0:
@@ -103,35 +112,69 @@ class AccessLog:
             self.flush()
 
     def _timestamp(self, ns: int) -> str:
-        second, rest = divmod(ns, 1_000_000_000)
+        """RFC 3339 UTC with milliseconds, formatted once per millisecond (busy workers log many per ms)."""
+        ms = ns // 1_000_000
         cache = self._iso
-        if cache.second != second:
-            cache.second = second
-            cache.text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        return f"{cache.text}.{rest // 1_000_000:03d}Z"
+        if cache.second != ms:
+            cache.second = ms
+            second, rest = divmod(ms, 1000)
+            cache.text = f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(second))}.{rest:03d}Z"
+        return cache.text
 
     def _json_line(self, ex: Exchange, end_ns: int) -> str:
+        h = ex.h
+        ua, referer, host = h.get(b"user-agent"), h.get(b"referer"), h.get(b"host")
+        ua_s = ua.decode("latin-1") if ua is not None else ""
+        referer_s = referer.decode("latin-1") if referer is not None else ""
+        host_s = host.decode("latin-1") if host is not None else ""
+        path, query, cid = ex.path, ex.query, ex.correlation_id
+        # What the client sent is checked once, all together: nearly always nothing needs escaping.
+        if _plain(path + query + cid + ua_s + referer_s + host_s):
+            path_j, query_j, cid_j = f'"{path}"', f'"{query}"', f'"{cid}"'
+            ua_j = f'"{ua_s}"' if ua is not None else "null"
+            referer_j = f'"{referer_s}"' if referer is not None else "null"
+            host_j = f'"{host_s}"' if host is not None else "null"
+        else:
+            path_j, query_j, cid_j = json.dumps(path), json.dumps(query), json.dumps(cid)
+            ua_j = json.dumps(ua_s) if ua is not None else "null"
+            referer_j = json.dumps(referer_s) if referer is not None else "null"
+            host_j = json.dumps(host_s) if host is not None else "null"
         route = ex.route
         tried = ex.tried
-        query = f',"query":{json_string(ex.query)}' if ex.query else ""
         ids = (
             f'"trace_id":"{ex.trace_id.hex()}","span_id":"{ex.span_id.hex()}",'
             if self.with_trace and ex.trace_id
             else ""
         )
         return (
-            f'{{"timestamp":"{self._timestamp(ex.start_ns)}",{ids}'
-            f'"correlation_id":{json_string(ex.correlation_id)},'
-            f'"method":"{ex.method.decode("latin-1")}","path":{json_string(ex.path)}{query},'
+            f'{{"timestamp":"{self._timestamp(ex.start_ns)}",{ids}"correlation_id":{cid_j},'
+            f'"method":"{ex.method.decode("latin-1")}","path":{path_j}{f",{_QUERY}{query_j}" if query else ""},'
             f'"protocol":"{"HTTP/1.0" if ex.http10 else "HTTP/1.1"}","status":{ex.status},'
             f'"body_bytes":{ex.response_bytes},"duration_ms":{(end_ns - ex.start_ns) / 1e6:.3f},'
-            f'"client_ip":"{ex.proto.client_ip}","user_agent":{_opt(_header(ex, b"user-agent"))},'
-            f'"referer":{_opt(_header(ex, b"referer"))},"host":{_opt(_header(ex, b"host"))},'
-            f'"route_id":{_opt(route.config.id if route is not None else None)},'
-            f'"upstream":{_opt(route.config.upstream if route is not None else None)},'
-            f'"upstream_addr":{_opt(tried[-1].key if tried else None)},'
+            f'"client_ip":"{ex.proto.client_ip}","user_agent":{ua_j},"referer":{referer_j},"host":{host_j},'
+            f"{self._route_fields(route)}"
+            f'"upstream_addr":{self._target_field(tried[-1].key) if tried else "null"},'
             f'"upstream_attempts":{ex.attempts},"sampled":{"true" if ex.sampled else "false"}}}\n'
         )
+
+    def _route_fields(self, route: RouteRuntime | None) -> str:
+        """`"route_id":...,"upstream":...,` for a route: config values, formatted once per route."""
+        key = id(route)
+        text = self._fields.get(key)
+        if text is None:
+            if route is None:
+                text = '"route_id":null,"upstream":null,'
+            else:
+                text = f'"route_id":{json_string(route.config.id)},"upstream":{_opt(route.config.upstream)},'
+            self._fields[key] = text
+            self._keep.append(route)  # so that its id is not reused while cached
+        return text
+
+    def _target_field(self, key: str) -> str:
+        text = self._targets.get(key)
+        if text is None:
+            text = self._targets[key] = json_string(key)
+        return text
 
     def _combined_line(self, ex: Exchange, end_ns: int) -> str:
         """nginx's `combined`, then the trace id and the duration: `... "referer" "agent" TRACE_ID 1.234ms`."""
