@@ -8,10 +8,7 @@ import os
 import re
 import signal
 import threading
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from tests.support.client import request
 from tests.support.configs import proxy_config
@@ -59,18 +56,10 @@ def wait_lines(path: Path, n: int) -> list[str]:
     return lines(path)
 
 
-@pytest.fixture
-def receiver() -> Iterator[tuple[LoopThread, GrpcReceiver]]:
-    loop = LoopThread()
-    grpc_receiver = loop.run(GrpcReceiver().start())
-    yield loop, grpc_receiver
-    loop.stop(grpc_receiver.stop)
-
-
 def test_trace_id_is_the_same_in_the_log_the_span_and_the_upstream(
-    tmp_path: Path, upstream: UpstreamServer, receiver: tuple[LoopThread, GrpcReceiver]
+    tmp_path: Path, upstream: UpstreamServer, otlp_receiver: tuple[LoopThread, GrpcReceiver]
 ) -> None:
-    loop, otlp = receiver
+    loop, otlp = otlp_receiver
     log = tmp_path / "access.log"
     tracing = (
         f'    tracing {{\n        backend "otlp" {{ endpoint "http://127.0.0.1:{otlp.port}"; }}\n'

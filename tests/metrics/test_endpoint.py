@@ -7,7 +7,6 @@ import shutil
 import signal
 import socket
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -97,14 +96,6 @@ def promtool() -> str:
     return path
 
 
-@pytest.fixture
-def receiver() -> Iterator[tuple[LoopThread, GrpcReceiver]]:
-    loop = LoopThread()
-    grpc_receiver = loop.run(GrpcReceiver().start())
-    yield loop, grpc_receiver
-    loop.stop(grpc_receiver.stop)
-
-
 def endpoint(proc: SentinelProcess) -> int:
     wait_for(lambda: proc.metrics_port != 0, what="the metrics endpoint to be announced")
     return proc.metrics_port
@@ -173,9 +164,9 @@ def test_counts_are_exact_across_two_workers_and_a_reload(tmp_path: Path, upstre
 
 
 def test_openmetrics_exemplars_point_at_exported_traces(
-    tmp_path: Path, upstream: UpstreamServer, receiver: tuple[LoopThread, GrpcReceiver]
+    tmp_path: Path, upstream: UpstreamServer, otlp_receiver: tuple[LoopThread, GrpcReceiver]
 ) -> None:
-    loop, otlp = receiver
+    loop, otlp = otlp_receiver
     config = config_with_routes(upstream.address, observability(tracing_port=otlp.port), workers=2)
     with sentinel(tmp_path, config) as proc:
         for i in range(30):

@@ -12,6 +12,7 @@ All of them run on the test's event loop; `wait_until` waits on a condition that
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import gzip
@@ -157,7 +158,7 @@ class HttpAnswer:
     body: bytes = b""
 
 
-class _Http1Receiver(_Notifier):
+class _Http1Receiver(_Notifier, abc.ABC):
     """An asyncio HTTP/1.1 server for the exporter's POSTs (keep-alive, Content-Length bodies, which is what the
     exporter sends; gzip bodies are inflated). Scripted `answers` go out first; then `_accept` answers."""
 
@@ -171,8 +172,9 @@ class _Http1Receiver(_Notifier):
         self._writers: set[asyncio.StreamWriter] = set()
         self.port = 0
 
+    @abc.abstractmethod
     def _accept(self, method: str, path: str, headers: dict[str, str], raw: bytes, body: bytes) -> HttpAnswer:
-        raise NotImplementedError
+        """Record a request the scripted answers did not cover, and answer it (OTLP or Zipkin)."""
 
     async def start(self) -> Self:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self._ssl)

@@ -168,22 +168,14 @@ class UpstreamServer:
             writer.write(b"HTTP/1.1 %d X\r\n%s\r\n%s" % (status, length, body))
             return True
         if path == "/reset":
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n0123456789")
-            await writer.drain()
-            sock = writer.get_extra_info("socket")
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            writer.transport.abort()
+            await _send_then_reset(writer, b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n0123456789")
             return False
         if path == "/partial-head":
             writer.write(b"HTTP/1.1 200 OK\r\nX-A: 1")  # then closes mid-head
             await writer.drain()
             return False
         if path == "/reset-close-delimited":
-            writer.write(b"HTTP/1.1 200 OK\r\n\r\nfirst-part-only")
-            await writer.drain()
-            sock = writer.get_extra_info("socket")
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            writer.transport.abort()
+            await _send_then_reset(writer, b"HTTP/1.1 200 OK\r\n\r\nfirst-part-only")
             return False
         if path == "/switch":
             writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n")
@@ -213,3 +205,12 @@ class UpstreamServer:
         )
         await writer.drain()
         return True
+
+
+async def _send_then_reset(writer: asyncio.StreamWriter, data: bytes) -> None:
+    """Send `data`, then reset the connection (RST, not FIN): a response cut short by a crash."""
+    writer.write(data)
+    await writer.drain()
+    sock = writer.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()

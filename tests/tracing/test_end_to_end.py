@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -60,16 +58,8 @@ class TracedUpstream:
         self.server.server_close()
 
 
-@pytest.fixture
-def receiver() -> Iterator[tuple[LoopThread, GrpcReceiver]]:
-    loop = LoopThread()
-    grpc_receiver = loop.run(GrpcReceiver().start())
-    yield loop, grpc_receiver
-    loop.stop(grpc_receiver.stop)
-
-
-def test_one_connected_trace(tmp_path: Path, receiver: tuple[LoopThread, GrpcReceiver]) -> None:
-    loop, otlp = receiver
+def test_one_connected_trace(tmp_path: Path, otlp_receiver: tuple[LoopThread, GrpcReceiver]) -> None:
+    loop, otlp = otlp_receiver
     memory = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(memory))
@@ -126,9 +116,9 @@ def test_one_connected_trace(tmp_path: Path, receiver: tuple[LoopThread, GrpcRec
 
 
 def test_every_workers_spans_arrive(
-    tmp_path: Path, receiver: tuple[LoopThread, GrpcReceiver], upstream: UpstreamServer
+    tmp_path: Path, otlp_receiver: tuple[LoopThread, GrpcReceiver], upstream: UpstreamServer
 ) -> None:
-    loop, otlp = receiver
+    loop, otlp = otlp_receiver
     tracing = (
         "observability {\n    tracing {\n"
         f'        backend "otlp" {{\n            endpoint "http://127.0.0.1:{otlp.port}"\n        }}\n'

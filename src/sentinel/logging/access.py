@@ -1,8 +1,8 @@
 """Access-log lines, formatted in the worker and handed to the supervisor in batches (SPEC §7).
 
 A line is built with string formatting (values that need JSON escaping go through `json.dumps`, the
-rest are copied in), appended to a list, and every `FLUSH_INTERVAL` seconds or `FLUSH_BYTES` the batch
-goes to the supervisor as one ACCESS frame on the control socket. The supervisor is the only writer of
+rest are copied in) and appended to a batch that goes to the supervisor as one ACCESS frame on the
+control socket at `FLUSH_BYTES` or at the worker's next flush (`ipc.batch`). The supervisor is the only writer of
 the file (`logging.writer`), so lines of several workers never interleave and SIGUSR1 reopens one file
 in one place. If the supervisor falls behind, lines are dropped and counted, never waited for.
 """
@@ -15,17 +15,17 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
-from sentinel.config.model import AccessLogConfig, AccessLogFormat
-from sentinel.ipc import ACCESS, encode
+from sentinel.config.model import AccessLogConfig, AccessLogFormat, RouteConfig
+from sentinel.ipc import ACCESS
+from sentinel.ipc.batch import FrameBatcher
+from sentinel.logging.app import rfc3339_ms
 
 if TYPE_CHECKING:
     from sentinel.proxy.exchange import Exchange
-    from sentinel.proxy.listener import RouteRuntime
 
-FLUSH_INTERVAL: Final = 0.2
 FLUSH_BYTES: Final = 64 * 1024
-MAX_PENDING_BYTES: Final = 8 * 1024 * 1024
 _QUERY: Final = '"query":'
+_UNROUTED_FIELDS: Final = '"route_id":null,"upstream":null,'
 _MONTHS: Final = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
@@ -48,34 +48,23 @@ def _opt(text: str | None) -> str:
     return "null" if text is None else json_string(text)
 
 
-class _SecondCache:
+def route_fields(route: RouteConfig) -> str:
+    """`"route_id":...,"upstream":...,` of a route's lines: made once per route, at config load."""
+    return f'"route_id":{json_string(route.id)},"upstream":{_opt(route.upstream)},'
+
+
+class _TimeCache:
     """A formatted timestamp and the time unit (second or millisecond) it was made for."""
 
-    __slots__ = ("second", "text")
+    __slots__ = ("text", "unit")
 
     def __init__(self) -> None:
-        self.second = -1
+        self.unit = -1
         self.text = ""
 
 
 class AccessLog:
-    __slots__ = (
-        "_bytes",
-        "_clf",
-        "_combined",
-        "_errors_always",
-        "_fields",
-        "_iso",
-        "_keep",
-        "_pending",
-        "_random",
-        "_rate",
-        "_send",
-        "_send_buffer_size",
-        "_targets",
-        "dropped",
-        "with_trace",
-    )
+    __slots__ = ("_clf", "_combined", "_errors_always", "_iso", "_random", "_rate", "_targets", "batch", "with_trace")
 
     def __init__(
         self,
@@ -84,20 +73,14 @@ class AccessLog:
         send_buffer_size: Callable[[], int],
         rng: Callable[[], float] = random.random,
     ) -> None:
-        self._send = send
-        self._send_buffer_size = send_buffer_size
+        self.batch = FrameBatcher[str](ACCESS, _pack_lines, send, send_buffer_size, max_bytes=FLUSH_BYTES)
         self._combined = config.format is AccessLogFormat.COMBINED
         self.with_trace = config.include_trace_id
         self._rate = config.sample_rate
         self._errors_always = config.sample_errors_always
         self._random = rng
-        self._pending: list[str] = []
-        self._bytes = 0
-        self._iso = _SecondCache()
-        self._clf = _SecondCache()
-        self.dropped = 0  # lines dropped because the supervisor was behind
-        self._fields: dict[int, str] = {}
-        self._keep: list[RouteRuntime | None] = []
+        self._iso = _TimeCache()
+        self._clf = _TimeCache()
         self._targets: dict[str, str] = {}
 
     def log(self, ex: Exchange, end_ns: int) -> None:
@@ -105,20 +88,15 @@ class AccessLog:
             keep = (self._errors_always and (ex.status >= 400 or ex.status == 0)) or self._random() < self._rate
             if not keep:
                 return
-        line = self._combined_line(ex, end_ns) if self._combined else self._json_line(ex, end_ns)
-        self._pending.append(line)
-        self._bytes += len(line)
-        if self._bytes >= FLUSH_BYTES:
-            self.flush()
+        self.batch.add(self._combined_line(ex, end_ns) if self._combined else self._json_line(ex, end_ns))
 
     def _timestamp(self, ns: int) -> str:
         """RFC 3339 UTC with milliseconds, formatted once per millisecond (busy workers log many per ms)."""
         ms = ns // 1_000_000
         cache = self._iso
-        if cache.second != ms:
-            cache.second = ms
-            second, rest = divmod(ms, 1000)
-            cache.text = f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(second))}.{rest:03d}Z"
+        if cache.unit != ms:
+            cache.unit = ms
+            cache.text = rfc3339_ms(ms)
         return cache.text
 
     def _json_line(self, ex: Exchange, end_ns: int) -> str:
@@ -152,23 +130,10 @@ class AccessLog:
             f'"protocol":"{"HTTP/1.0" if ex.http10 else "HTTP/1.1"}","status":{ex.status},'
             f'"body_bytes":{ex.response_bytes},"duration_ms":{(end_ns - ex.start_ns) / 1e6:.3f},'
             f'"client_ip":"{ex.proto.client_ip}","user_agent":{ua_j},"referer":{referer_j},"host":{host_j},'
-            f"{self._route_fields(route)}"
+            f"{route.log_fields if route is not None else _UNROUTED_FIELDS}"
             f'"upstream_addr":{self._target_field(tried[-1].key) if tried else "null"},'
             f'"upstream_attempts":{ex.attempts},"sampled":{"true" if ex.sampled else "false"}}}\n'
         )
-
-    def _route_fields(self, route: RouteRuntime | None) -> str:
-        """`"route_id":...,"upstream":...,` for a route: config values, formatted once per route."""
-        key = id(route)
-        text = self._fields.get(key)
-        if text is None:
-            if route is None:
-                text = '"route_id":null,"upstream":null,'
-            else:
-                text = f'"route_id":{json_string(route.config.id)},"upstream":{_opt(route.config.upstream)},'
-            self._fields[key] = text
-            self._keep.append(route)  # so that its id is not reused while cached
-        return text
 
     def _target_field(self, key: str) -> str:
         text = self._targets.get(key)
@@ -180,9 +145,9 @@ class AccessLog:
         """nginx's `combined`, then the trace id and the duration: `... "referer" "agent" TRACE_ID 1.234ms`."""
         second = ex.start_ns // 1_000_000_000
         cache = self._clf
-        if cache.second != second:
+        if cache.unit != second:
             t = time.gmtime(second)
-            cache.second = second
+            cache.unit = second
             cache.text = f"{t.tm_mday:02d}/{_MONTHS[t.tm_mon - 1]}/{t.tm_year}:{time.strftime('%H:%M:%S', t)} +0000"
         target = ex.path + ("?" + ex.query if ex.query else "")
         trace = f" {ex.trace_id.hex()}" if self.with_trace and ex.trace_id else ""
@@ -193,16 +158,9 @@ class AccessLog:
             f"{trace} {(end_ns - ex.start_ns) / 1e6:.3f}ms\n"
         )
 
-    def flush(self) -> None:
-        pending = self._pending
-        if not pending:
-            return
-        self._pending = []
-        self._bytes = 0
-        if self._send_buffer_size() > MAX_PENDING_BYTES:
-            self.dropped += len(pending)
-            return
-        self._send(encode(ACCESS, "".join(pending).encode("utf-8", "replace")))
+
+def _pack_lines(lines: list[str]) -> bytes:
+    return "".join(lines).encode("utf-8", "replace")
 
 
 def _clf(text: str) -> str:

@@ -34,10 +34,14 @@ def level_name(levelno: int) -> str:
     return _NAMES.get(levelno, "error" if levelno >= logging.ERROR else "info")
 
 
-def rfc3339_ms(seconds: float) -> str:
-    """`2024-01-15T10:30:45.123Z`."""
-    whole = int(seconds)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{int((seconds - whole) * 1000):03d}Z"
+def rfc3339_ms(ms: int) -> str:
+    """Unix milliseconds as `2024-01-15T10:30:45.123Z` (log lines, access log, builtin answers)."""
+    second, rest = divmod(ms, 1000)
+    return f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(second))}.{rest:03d}Z"
+
+
+def rfc3339_now() -> str:
+    return rfc3339_ms(time.time_ns() // 1_000_000)
 
 
 def request_ids(trace_id: bytes, span_id: bytes) -> dict[str, str]:
@@ -50,7 +54,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, object] = {
-            "timestamp": rfc3339_ms(record.created),
+            "timestamp": rfc3339_ms(int(record.created * 1000)),
             "level": level_name(record.levelno),
             "message": record.getMessage(),
             "logger": record.name,
@@ -69,9 +73,8 @@ class PrettyFormatter(logging.Formatter):
     """`2024-01-15T10:30:45.123Z  WARN sentinel.proxy: message trace_id=… span_id=…` for a terminal."""
 
     def format(self, record: logging.LogRecord) -> str:
-        text = (
-            f"{rfc3339_ms(record.created)} {level_name(record.levelno).upper():>5} {record.name}: {record.getMessage()}"
-        )
+        stamp = rfc3339_ms(int(record.created * 1000))
+        text = f"{stamp} {level_name(record.levelno).upper():>5} {record.name}: {record.getMessage()}"
         trace_id = getattr(record, "trace_id", None)
         if trace_id:
             text += f" trace_id={trace_id} span_id={getattr(record, 'span_id', '')}"

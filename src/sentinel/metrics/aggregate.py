@@ -29,11 +29,15 @@ class HistogramTotal:
         self.sum += total
         if exemplars is None:
             return
-        if self.exemplars is None:
-            self.exemplars = [None] * len(counts)
+        kept = self.exemplars
+        if kept is None:
+            kept = self.exemplars = [None] * len(counts)
         for i, ex in enumerate(exemplars):
-            if ex is not None and (self.exemplars[i] is None or ex[2] >= self.exemplars[i][2]):  # type: ignore[index]
-                self.exemplars[i] = (str(ex[0]), float(ex[1]), float(ex[2]))
+            if ex is None:
+                continue
+            current = kept[i]
+            if current is None or ex[2] >= current[2]:  # the latest exemplar of the bucket, across workers
+                kept[i] = (str(ex[0]), float(ex[1]), float(ex[2]))
 
     def copy(self) -> HistogramTotal:
         return HistogramTotal(list(self.counts), self.sum, None if self.exemplars is None else list(self.exemplars))

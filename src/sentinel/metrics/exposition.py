@@ -7,8 +7,9 @@ prometheus-client's own in-process metric objects, because they are counted in o
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import (
@@ -75,6 +76,37 @@ class ExporterFigures:
         )
 
 
+Labels = tuple[object, ...]
+K = TypeVar("K", bound=Labels)
+
+
+def _counter(name: str, doc: str, labels: list[str], values: Mapping[K, int]) -> CounterMetricFamily:
+    """A counter family with one sample per label tuple (sorted, for a stable exposition)."""
+    family = CounterMetricFamily(name, doc, labels=labels)
+    for key, n in sorted(values.items()):
+        family.add_metric([str(v) for v in key], n)
+    return family
+
+
+def _histogram(
+    name: str,
+    doc: str,
+    labels: list[str],
+    bounds: tuple[float, ...],
+    values: Mapping[K, HistogramTotal],
+    exemplars: bool = False,
+) -> HistogramMetricFamily:
+    family = HistogramMetricFamily(name, doc, labels=labels)
+    for key, hist in sorted(values.items(), key=lambda item: item[0]):
+        family.add_metric([str(v) for v in key], _buckets(bounds, hist, exemplars), hist.sum)
+    return family
+
+
+def _keyed(values: dict[str, Any]) -> dict[Labels, Any]:
+    """A table keyed by one label value, keyed by a 1-tuple instead (as the helpers above take)."""
+    return {(k,): v for k, v in values.items()}
+
+
 class SentinelCollector(Collector):
     """One scrape's worth of families."""
 
@@ -85,49 +117,42 @@ class SentinelCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         t, g, x = self.totals, self.gauges, self.exporter
-        requests = CounterMetricFamily(
-            "sentinel_requests", "Requests answered, by route, method and status.", labels=["route", "method", "status"]
+        yield _counter(
+            "sentinel_requests",
+            "Requests answered, by route, method and status.",
+            ["route", "method", "status"],
+            t.requests,
         )
-        for (route, method, status), n in sorted(t.requests.items()):
-            requests.add_metric([route, method, str(status)], n)
-        yield requests
-
-        durations = HistogramMetricFamily(
+        yield _histogram(
             "sentinel_request_duration_seconds",
             "Time from a request's head to the end of its response, by route and method.",
-            labels=["route", "method"],
+            ["route", "method"],
+            REQUEST_BUCKETS,
+            t.durations,
+            exemplars=True,
         )
-        for (route, method), hist in sorted(t.durations.items()):
-            durations.add_metric([route, method], _buckets(REQUEST_BUCKETS, hist, exemplars=True), hist.sum)
-        yield durations
-
         yield GaugeMetricFamily("sentinel_active_requests", "Requests in progress.", value=g.active_requests)
         yield GaugeMetricFamily("sentinel_open_connections", "Open client connections.", value=g.open_connections)
-
-        upstream_requests = CounterMetricFamily(
+        yield _counter(
             "sentinel_upstream_requests",
             "Upstream attempts answered, by upstream and status (failed attempts are in "
             "sentinel_upstream_failures_total).",
-            labels=["upstream", "status"],
+            ["upstream", "status"],
+            t.upstream_statuses,
         )
-        for (upstream, status), n in sorted(t.upstream_statuses.items()):
-            upstream_requests.add_metric([upstream, str(status)], n)
-        yield upstream_requests
-
-        upstream_durations = HistogramMetricFamily(
-            "sentinel_upstream_duration_seconds", "Duration of upstream attempts.", labels=["upstream"]
+        yield _histogram(
+            "sentinel_upstream_duration_seconds",
+            "Duration of upstream attempts.",
+            ["upstream"],
+            REQUEST_BUCKETS,
+            _keyed(t.upstream_durations),
         )
-        for upstream, hist in sorted(t.upstream_durations.items()):
-            upstream_durations.add_metric([upstream], _buckets(REQUEST_BUCKETS, hist), hist.sum)
-        yield upstream_durations
-
-        failures = CounterMetricFamily(
-            "sentinel_upstream_failures", "Upstream attempts that failed, by reason.", labels=["upstream", "reason"]
+        yield _counter(
+            "sentinel_upstream_failures",
+            "Upstream attempts that failed, by reason.",
+            ["upstream", "reason"],
+            t.upstream_failures,
         )
-        for (upstream, reason), n in sorted(t.upstream_failures.items()):
-            failures.add_metric([upstream, reason], n)
-        yield failures
-
         healthy = GaugeMetricFamily(
             "sentinel_upstream_target_healthy",
             "1 when the target is healthy in every worker, else 0.",
@@ -137,76 +162,63 @@ class SentinelCollector(Collector):
             healthy.add_metric([upstream, target], 1 if ok else 0)
         yield healthy
 
-        yield from self._agents()
-
-        blocked = CounterMetricFamily("sentinel_blocked_requests", "Requests refused, by reason.", labels=["reason"])
-        for reason, n in sorted(t.blocked.items()):
-            blocked.add_metric([reason], n)
-        yield blocked
+        agent = ["agent", "event"]
+        yield _histogram(
+            "sentinel_agent_latency_seconds",
+            "Duration of agent calls, by agent and event.",
+            agent,
+            AGENT_BUCKETS,
+            t.agent_latency,
+        )
+        yield _counter(
+            "sentinel_agent_requests", "Agent calls, by decision.", [*agent, "decision"], t.agent_decisions
+        )
+        yield _counter("sentinel_agent_timeouts", "Agent calls that timed out.", agent, t.agent_timeouts)
+        yield _counter(
+            "sentinel_agent_errors", "Agent calls that failed, by reason.", [*agent, "reason"], t.agent_errors
+        )
+        yield _counter("sentinel_blocked_requests", "Requests refused, by reason.", ["reason"], _keyed(t.blocked))
 
         yield GaugeMetricFamily("sentinel_up", "1 while the proxy is serving.", value=1)
         build = GaugeMetricFamily("sentinel_build_info", "The running version (always 1).", labels=["version"])
         build.add_metric([__version__], 1)
         yield build
 
-        started = CounterMetricFamily(
-            "sentinel_spans_started", "SERVER spans started, by sampling decision.", labels=["sampled"]
+        yield _counter(
+            "sentinel_spans_started",
+            "SERVER spans started, by sampling decision.",
+            ["sampled"],
+            {("true",): t.spans_started[0], ("false",): t.spans_started[1]},
         )
-        started.add_metric(["true"], t.spans_started[0])
-        started.add_metric(["false"], t.spans_started[1])
-        yield started
-
         yield CounterMetricFamily("otel_exporter_spans_exported", "Spans the collector accepted.", value=x.exported)
         yield CounterMetricFamily(
             "otel_exporter_spans_failed",
             "Spans that could not be delivered (permanent errors, retries given up, rejected by the collector).",
             value=x.failed,
         )
-        dropped = CounterMetricFamily(
-            "otel_exporter_spans_dropped", "Spans dropped before export, by reason.", labels=["reason"]
+        yield _counter(
+            "otel_exporter_spans_dropped",
+            "Spans dropped before export, by reason.",
+            ["reason"],
+            {
+                (DROP_QUEUE_FULL,): x.dropped_queue_full,
+                (DROP_SHUTDOWN,): x.dropped_shutdown,
+                (DROP_WORKER_BACKLOG,): t.spans_dropped,
+            },
         )
-        dropped.add_metric([DROP_QUEUE_FULL], x.dropped_queue_full)
-        dropped.add_metric([DROP_SHUTDOWN], x.dropped_shutdown)
-        dropped.add_metric([DROP_WORKER_BACKLOG], t.spans_dropped)
-        yield dropped
         yield GaugeMetricFamily("otel_exporter_queue_size", "Spans waiting for export.", value=x.queue_size)
-        export = HistogramMetricFamily("otel_exporter_export_duration_seconds", "Duration of export attempts.")
-        hist = x.duration or HistogramTotal([])
-        export.add_metric([], _buckets(EXPORT_DURATION_BUCKETS, hist), hist.sum)
-        yield export
-
+        yield _histogram(
+            "otel_exporter_export_duration_seconds",
+            "Duration of export attempts.",
+            [],
+            EXPORT_DURATION_BUCKETS,
+            {(): x.duration or HistogramTotal([])},
+        )
         yield CounterMetricFamily(
             "sentinel_access_log_dropped",
             "Access-log lines dropped because the log writer fell behind.",
             value=t.access_log_dropped,
         )
-
-    def _agents(self) -> Iterator[Metric]:
-        t = self.totals
-        latency = HistogramMetricFamily(
-            "sentinel_agent_latency_seconds", "Duration of agent calls, by agent and event.", labels=["agent", "event"]
-        )
-        for (agent, event), hist in sorted(t.agent_latency.items()):
-            latency.add_metric([agent, event], _buckets(AGENT_BUCKETS, hist), hist.sum)
-        yield latency
-        decisions = CounterMetricFamily(
-            "sentinel_agent_requests", "Agent calls, by decision.", labels=["agent", "event", "decision"]
-        )
-        for (agent, event, decision), n in sorted(t.agent_decisions.items()):
-            decisions.add_metric([agent, event, decision], n)
-        yield decisions
-        timeouts = CounterMetricFamily(
-            "sentinel_agent_timeouts", "Agent calls that timed out.", labels=["agent", "event"]
-        )
-        for (agent, event), n in sorted(t.agent_timeouts.items()):
-            timeouts.add_metric([agent, event], n)
-        yield timeouts
-        errors = CounterMetricFamily(
-            "sentinel_agent_errors", "Agent calls that failed, by reason.", labels=["agent", "event", "reason"]
-        )
-        for (agent, event, reason), n in sorted(t.agent_errors.items()):
-            errors.add_metric([agent, event, reason], n)
-        yield errors
 
 
 def render(collector: SentinelCollector, accept: str) -> tuple[str, bytes]:

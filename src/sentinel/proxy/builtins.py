@@ -12,18 +12,14 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 from sentinel import __version__
 from sentinel.config.model import BuiltinHandler, Config
+from sentinel.logging.app import rfc3339_now
 
 JSON = b"application/json; charset=utf-8"
 ERROR_JSON = b"application/json"
 PROMETHEUS_TEXT = b"text/plain; version=0.0.4; charset=utf-8"
-
-
-def rfc3339_now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def format_uptime(seconds: int) -> str:

@@ -268,7 +268,8 @@ class Exchange:
         if handler is not None:
             scrape = ctx.builtins.scrape
             if handler is BuiltinHandler.METRICS and scrape is not None:
-                # The numbers of every worker: the supervisor adds them up, so this one waits for it.
+                # The numbers of every worker: the supervisor adds them up, so this one waits for it. The
+                # task sits where a connect task would, so a client that goes away cancels it the same way.
                 self.connect_task = proto.loop.create_task(self._serve_metrics(scrape))
                 return
             answer = ctx.builtins.handle(handler, self.correlation_id)

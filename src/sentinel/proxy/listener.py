@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, cast
 import httptools
 
 from sentinel.config.model import Config, LimitsConfig, ListenerConfig, ListenerProtocol, Propagator, RouteConfig
-from sentinel.logging.access import AccessLog
+from sentinel.logging.access import AccessLog, route_fields
 from sentinel.metrics.recording import RouteMetrics, UpstreamMetrics, WorkerMetrics
 from sentinel.proxy.builtins import ERROR_JSON, Builtins
 from sentinel.proxy.errors import error_body, reason
@@ -60,6 +60,7 @@ class RouteRuntime:
     span_attributes: bytes  # the SERVER-span attributes constant for this route, pre-encoded
     metrics: RouteMetrics | None = None  # None when metrics are off
     upstream_metrics: UpstreamMetrics | None = None
+    log_fields: str = ""  # this route's fields of an access-log line, pre-formatted
 
 
 class ConnectionBudget:
@@ -170,6 +171,7 @@ class ListenerContext:
                 span_attributes=route_attributes(r, compiled.template) if tracing is not None else b"",
                 metrics=metrics.route(r.id) if metrics is not None else None,
                 upstream_metrics=metrics.upstream(r.upstream) if metrics is not None and r.upstream else None,
+                log_fields=route_fields(r) if access_log is not None else "",
             )
 
     def runtime(self, route: CompiledRoute) -> RouteRuntime:

@@ -26,8 +26,9 @@ import uvloop
 from sentinel.config import ConfigError, load_config_text
 from sentinel.config.model import BuiltinHandler, Config, ListenerConfig, ListenerProtocol
 from sentinel.ipc import CONTROL, decode_control, encode_control, read_frame
+from sentinel.ipc.batch import FLUSH_INTERVAL, FrameBatcher
 from sentinel.logging import app as app_log
-from sentinel.logging.access import FLUSH_INTERVAL, AccessLog
+from sentinel.logging.access import AccessLog
 from sentinel.metrics.recording import Snapshot, WorkerMetrics
 from sentinel.proxy.builtins import Builtins, InstanceInfo
 from sentinel.proxy.listener import ConnectionBudget, HttpProtocol, ListenerContext
@@ -111,21 +112,21 @@ class Worker:
         loop.add_signal_handler(signal.SIGUSR1, self._reopen_logs)
         control_task = loop.create_task(self._read_control(reader))
         sweep_task = loop.create_task(self._sweep())
-        flush_task = loop.create_task(recorder.run()) if recorder is not None else None
-        access_task = loop.create_task(self._flush_access_log()) if self.access_log is not None else None
+        batches: list[FrameBatcher[bytes] | FrameBatcher[str]] = []
+        if recorder is not None:
+            batches.append(recorder)
+        if self.access_log is not None:
+            batches.append(self.access_log.batch)
+        flush_task = loop.create_task(self._flush(batches))
         writer.write(encode_control({"type": "ready", "worker": self.index}))
         await self.stopping.wait()
         sweep_task.cancel()
         control_task.cancel()
         await self._drain()
-        for task in (flush_task, access_task):
-            if task is not None:
-                task.cancel()
+        flush_task.cancel()
         # What the drained requests left: their spans, log lines, and the final counts.
-        if recorder is not None:
-            recorder.flush()
-        if self.access_log is not None:
-            self.access_log.flush()
+        for batch in batches:
+            batch.flush()
         if self.metrics is not None:
             writer.write(encode_control({"type": "metrics", "id": 0, "final": True, "snapshot": self.snapshot()}))
         await writer.drain()
@@ -142,7 +143,7 @@ class Worker:
         return self.metrics.snapshot(
             {
                 "spans_dropped": recorder.dropped if recorder is not None else 0,
-                "access_log_dropped": access_log.dropped if access_log is not None else 0,
+                "access_log_dropped": access_log.batch.dropped if access_log is not None else 0,
                 "open_connections": sum(len(ctx.open_connections) for ctx in self.contexts),
                 "targets": targets,
             }
@@ -163,11 +164,13 @@ class Worker:
             self._scrapes.pop(scrape_id, None)
         return str(answer["content_type"]), str(answer["body"]).encode()
 
-    async def _flush_access_log(self) -> None:
-        assert self.access_log is not None
+    @staticmethod
+    async def _flush(batches: list[FrameBatcher[bytes] | FrameBatcher[str]]) -> None:
+        """Send what waits in the batches every FLUSH_INTERVAL (full ones have gone already)."""
         while True:
             await asyncio.sleep(FLUSH_INTERVAL)
-            self.access_log.flush()
+            for batch in batches:
+                batch.flush()
 
     def _reopen_logs(self) -> None:
         if self.log_handler is not None:

@@ -1,0 +1,73 @@
+"""Batches for the supervisor: what a worker produces per request (finished spans, access-log lines) is
+appended to a list on the request path and sent as one frame per batch.
+
+A batch goes out when it holds `max_items` items or `max_bytes` bytes, and otherwise every
+`FLUSH_INTERVAL` seconds (the worker's flush loop calls `flush`). If the supervisor falls behind (the
+control socket's send buffer holds more than `MAX_PENDING_BYTES`), the batch is dropped and counted:
+the request path never waits for the supervisor (SPEC §6.5, §7, §11).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Final, Generic, TypeVar
+
+from sentinel.ipc import encode
+
+FLUSH_INTERVAL: Final = 0.2
+MAX_PENDING_BYTES: Final = 8 * 1024 * 1024
+
+T = TypeVar("T", bytes, str)
+
+
+class FrameBatcher(Generic[T]):
+    __slots__ = (
+        "_items",
+        "_kind",
+        "_max_bytes",
+        "_max_items",
+        "_pack",
+        "_send",
+        "_send_buffer_size",
+        "_size",
+        "dropped",
+    )
+
+    def __init__(
+        self,
+        kind: int,
+        pack: Callable[[list[T]], bytes],
+        send: Callable[[bytes], None],
+        send_buffer_size: Callable[[], int],
+        max_items: int = 1 << 30,
+        max_bytes: int = 1 << 30,
+    ) -> None:
+        """`pack` turns a batch into the payload of one frame of type `kind`; `send` writes a frame to the
+        control socket, `send_buffer_size` says how much is still waiting there."""
+        self._kind = kind
+        self._pack: Callable[[list[T]], bytes] = pack
+        self._send = send
+        self._send_buffer_size = send_buffer_size
+        self._max_items = max_items
+        self._max_bytes = max_bytes
+        self._items: list[T] = []
+        self._size = 0
+        self.dropped = 0  # items dropped because the supervisor was behind
+
+    def add(self, item: T) -> None:
+        items = self._items
+        items.append(item)
+        self._size += len(item)
+        if len(items) >= self._max_items or self._size >= self._max_bytes:
+            self.flush()
+
+    def flush(self) -> None:
+        items = self._items
+        if not items:
+            return
+        self._items = []
+        self._size = 0
+        if self._send_buffer_size() > MAX_PENDING_BYTES:
+            self.dropped += len(items)
+            return
+        self._send(encode(self._kind, self._pack(items)))
