@@ -14,6 +14,7 @@ implementation) and answers according to the path:
     /partial-head        part of a response head, then closes
     /reset-close-delimited  a body delimited by close, cut by a reset
     /count               reads the body without keeping it, answers with its size
+    /secret              200 with header X-Upstream-Secret and a body that says "secret"
 """
 
 from __future__ import annotations
@@ -187,6 +188,13 @@ class UpstreamServer:
                 writer.write(b"echo:" + data)
                 await writer.drain()
             return False
+        if path == "/secret":
+            body = b"the secret is 42"
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nX-Upstream-Secret: s3cr3t\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+            )
+            await writer.drain()
+            return True
         if path == "/count":
             body = str(body_len).encode()
         else:

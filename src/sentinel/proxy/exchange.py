@@ -8,14 +8,25 @@ streamed to the client; each side pauses the other when its write buffer fills.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import time
 from binascii import hexlify
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import httptools
 
+from sentinel.agents.events import (
+    body_event,
+    request_complete_event,
+    request_headers_event,
+    request_headers_tail,
+    response_headers_event,
+)
+from sentinel.agents.reply import BLOCK, CHALLENGE, AgentReply
+from sentinel.agents.round import AgentBinding, AgentRound
 from sentinel.config.model import BuiltinHandler
 from sentinel.logging.app import request_ids
 from sentinel.proxy.builtins import ERROR_JSON, Scrape
@@ -34,6 +45,7 @@ from sentinel.tracing.context import FLAG_RANDOM, FLAG_SAMPLED, SpanContext, ext
 from sentinel.tracing.correlation import INCOMING_HEADERS, is_valid_incoming
 from sentinel.tracing.propagators import b3_headers, jaeger_header
 from sentinel.tracing.spans import client_span, server_span
+from sentinel_agent_sdk.protocol import REQUEST_HEADERS
 
 if TYPE_CHECKING:
     from sentinel.proxy.listener import HttpProtocol, RouteRuntime
@@ -51,13 +63,23 @@ _DROP_UPSTREAM = HOP_BY_HOP | REPLACED_UPSTREAM
 _DROP_DOWNSTREAM = HOP_BY_HOP | REPLACED_DOWNSTREAM
 _NO_HEADERS: dict[str, str] = {}
 _NO_CACHE = b"cache-control: no-cache, no-store, must-revalidate\r\n"
+# Bodies are shown to request_body / response_body agents whole, up to this size; a larger body is
+# not inspected (as in the Rust original) and streams through.
+AGENT_BODY_LIMIT = 1024 * 1024
+_NO_OPS: tuple[tuple[str, bytes, bytes], ...] = ()
+_BLOCKED_REASONS = {BLOCK: "agent_blocked", CHALLENGE: "agent_challenge"}
 
 # How the response body is framed towards the client.
 _NO_BODY, _LENGTH, _CHUNKED, _UNTIL_CLOSE = 0, 1, 2, 3
+# What a held response still waits for (bit set).
+_HEADERS_PHASE, _BODY_PHASE = 1, 2
 
 
 class Exchange:
     __slots__ = (
+        "agent_request_ops",
+        "agent_response_ops",
+        "agent_round",
         "attempt_start_ns",
         "attempts",
         "body_buffer",
@@ -73,7 +95,13 @@ class Exchange:
         "expect_continue",
         "h",
         "headers",
+        "held_body",
+        "held_body_bytes",
+        "held_complete",
+        "held_head",
+        "held_phases",
         "http10",
+        "inspecting",
         "last_failure",
         "method",
         "mode",
@@ -152,6 +180,17 @@ class Exchange:
         self.client_span_id = b""  # the CLIENT span of the current upstream attempt
         self.sampled = False
         self.start_ns = time.time_ns()
+        # Agents (SPEC §5): the round out now, header ops for both directions, and a response held back
+        # while response agents decide (its head, the phases left, the raw body, whether it ended).
+        self.agent_round: AgentRound | None = None
+        self.agent_request_ops = _NO_OPS
+        self.agent_response_ops = _NO_OPS
+        self.inspecting = False
+        self.held_head: list[tuple[bytes, bytes]] | None = None
+        self.held_phases = 0
+        self.held_body: list[bytes] = []
+        self.held_body_bytes = 0
+        self.held_complete = False
         self.attempt_start_ns = 0  # set while an attempt is timed (for its CLIENT span or the upstream metrics)
         metrics = proto.ctx.metrics
         if metrics is not None:
@@ -177,11 +216,20 @@ class Exchange:
             return  # answered already (an error); the rest of the body is read and dropped
         self.body_buffer.append(data)
         self.body_buffered += len(data)
+        if self.inspecting:
+            if self.body_buffered <= AGENT_BODY_LIMIT:
+                return  # read on: request_body agents see the body whole
+            self.inspecting = False  # too large to inspect: it streams through, uninspected
+            self.attempt()
         if self.body_buffered > _BUFFER_HIGH:
             self.proto.pause_reading()
 
     def request_complete(self) -> None:
         self.request_done = True
+        if self.inspecting:
+            self.inspecting = False
+            self._inspect_request_body()
+            return
         conn = self.conn
         if conn is not None:
             conn.last_read = self.proto.loop.time()
@@ -281,7 +329,169 @@ class Exchange:
                 % self.correlation_id.encode(),
             )
             return
+        agents = route.agents
+        if agents is not None and agents.request_headers:
+            tail = request_headers_tail(self)
+            self._run_agents(
+                agents.request_headers, functools.partial(request_headers_event, tail), self._request_headers_done
+            )
+            return
+        self._forward()
+
+    # -- agents (SPEC §5) ---------------------------------------------------------------------------
+
+    def _run_agents(
+        self,
+        bindings: tuple[AgentBinding, ...],
+        make_rest: Callable[[bytes], bytes],
+        on_done: Callable[[AgentRound], None],
+    ) -> None:
+        # request_headers calls run concurrently; the other events go to one agent after another.
+        concurrent = bindings[0].kind == REQUEST_HEADERS
+        agent_round = self.agent_round = AgentRound(self, bindings, make_rest, concurrent, on_done)
+        agent_round.start()
+
+    def _decided(self, agent_round: AgentRound) -> bool:
+        """Act on a round that answered the request (a decision or a fail-closed failure): True if so."""
+        self.agent_round = None
+        if self.done:
+            return True
+        reply = agent_round.answer
+        if reply is not None:
+            self._send_reply(reply)
+            return True
+        error = agent_round.error
+        if error is not None:
+            self.last_failure = "agent_timeout" if error[0] == 504 else "agent_unavailable"
+            self.send_error(*error)
+            return True
+        return False
+
+    def _request_headers_done(self, agent_round: AgentRound) -> None:
+        if self._decided(agent_round):
+            return
+        self.agent_request_ops = tuple(agent_round.request_ops)
+        self.agent_response_ops = tuple(agent_round.response_ops)
+        self._forward()
+
+    def _forward(self) -> None:
+        """Send the request upstream, once request_body agents (if any) have seen its body."""
+        route = self.route
+        assert route is not None
+        agents = route.agents
+        if agents is not None and agents.request_body and not self.upgrade and (self.chunked or self.content_length):
+            if not self.request_done:
+                self.inspecting = True  # request_complete() carries on
+                self.proto.resume_reading()
+                return
+            self._inspect_request_body()
+            return
         self.attempt()
+
+    def _inspect_request_body(self) -> None:
+        route = self.route
+        assert route is not None and route.agents is not None
+        data = b"".join(self.body_buffer)
+        self.body_buffer = [data] if data else []
+        rest = body_event(data, len(data), "bytes_received")
+        self._run_agents(route.agents.request_body, lambda _: rest, self._request_body_done)
+
+    def _request_body_done(self, agent_round: AgentRound) -> None:
+        if not self._decided(agent_round):
+            self.attempt()
+
+    def _send_reply(self, reply: AgentReply) -> None:
+        """The client gets exactly the agent's status, headers and body (block, redirect, challenge)."""
+        metrics = self.proto.ctx.metrics
+        if metrics is not None:
+            metrics.block(_BLOCKED_REASONS.get(reply.decision, "agent_redirect"))
+        headers = b"".join([b"%s: %s\r\n" % pair for pair in reply.headers])
+        if not any(name == b"x-correlation-id" for name, _ in reply.headers):
+            headers += b"x-correlation-id: %s\r\n" % self.correlation_id.encode()
+        self.send_simple(reply.status, None, reply.body, headers)
+
+    # -- response agents: the response is held (head and body) until they decide --------------------
+
+    def _hold_response(self, status: int, headers: list[tuple[bytes, bytes]], out: list[tuple[bytes, bytes]]) -> bool:
+        """Hold the response for response_headers / response_body agents; False when none apply."""
+        route = self.route
+        agents = route.agents if route is not None else None
+        if agents is None or status == 101:
+            return False
+        phases = (_HEADERS_PHASE if agents.response_headers else 0) | (
+            _BODY_PHASE if agents.response_body and self.mode != _NO_BODY else 0
+        )
+        if not phases:
+            return False
+        self.held_head = out
+        self.held_phases = phases
+        if phases & _HEADERS_PHASE:
+            conn = self.conn
+            if conn is not None and conn.transport is not None:
+                conn.transport.pause_reading()  # the body waits upstream until the agents decide
+            rest = response_headers_event(status, headers)
+            self._run_agents(agents.response_headers, lambda _: rest, self._response_headers_done)
+        return True
+
+    def _response_headers_done(self, agent_round: AgentRound) -> None:
+        self.held_phases &= ~_HEADERS_PHASE
+        if self._decided_on_response(agent_round):
+            return
+        if agent_round.response_ops and self.held_head is not None:
+            apply_ops(self.held_head, tuple(agent_round.response_ops))
+        conn = self.conn
+        if conn is not None and conn.transport is not None and self.proto.writable:
+            conn.transport.resume_reading()
+        self._advance_held()
+
+    def _response_body_done(self, agent_round: AgentRound) -> None:
+        self.held_phases &= ~_BODY_PHASE
+        if not self._decided_on_response(agent_round):
+            self._advance_held()
+
+    def _decided_on_response(self, agent_round: AgentRound) -> bool:
+        if agent_round.answer is None and agent_round.error is None:
+            return False
+        # Nothing was written to the client yet: the agent's answer replaces the upstream's response.
+        self.out.clear()
+        self.held_head = None
+        self.held_phases = 0
+        if self.conn is not None:
+            self._attempt_ended(self.status, "")
+            self._release_upstream(reusable=False)
+        self._decided(agent_round)
+        return True
+
+    def _held_body(self, data: bytes) -> None:
+        self.held_body.append(data)
+        self.held_body_bytes += len(data)
+        if self.held_body_bytes > AGENT_BODY_LIMIT:
+            # Too large to inspect: it streams through, uninspected.
+            self.held_phases &= ~_BODY_PHASE
+            self.held_body = []
+            if self.agent_round is None:
+                self._advance_held()
+
+    def _advance_held(self) -> None:
+        """Next step for a held response: run response_body agents once the body is in, or let it go."""
+        if self.agent_round is not None or self.done:
+            return
+        if self.held_phases & _BODY_PHASE:
+            if self.held_complete:
+                route = self.route
+                assert route is not None and route.agents is not None
+                data = b"".join(self.held_body)
+                self.held_body = []
+                rest = body_event(data, len(data), "bytes_sent")
+                self._run_agents(route.agents.response_body, lambda _: rest, self._response_body_done)
+            return
+        head = self.held_head
+        self.held_head = None
+        if head is not None:
+            self.out.insert(0, self._response_head(head))
+        self.flush()
+        if self.held_complete:
+            self._response_done()
 
     async def _serve_metrics(self, scrape: Scrape) -> None:
         try:
@@ -461,6 +671,8 @@ class Exchange:
                 out.append(jaeger_header(self.trace_id, self.client_span_id, self.span_id, self.sampled))
         if route.request_ops:
             apply_ops(out, route.request_ops)
+        if self.agent_request_ops:
+            apply_ops(out, self.agent_request_ops)
         if self.upgrade:
             out.append((b"connection", b"upgrade"))
             out.append((b"upgrade", h.get(b"upgrade", b"")))
@@ -508,6 +720,8 @@ class Exchange:
             out.append((b"traceresponse", self.traceresponse()))
         if route.response_ops:
             apply_ops(out, route.response_ops)
+        if self.agent_response_ops:
+            apply_ops(out, self.agent_response_ops)
         if status == 101:
             out.append((b"connection", b"upgrade"))
             out.append((b"upgrade", upgrade))
@@ -526,22 +740,29 @@ class Exchange:
         elif self.http10:
             out.append((b"connection", b"keep-alive"))
         self.response_started = True
-        head = status_line(status) + b"".join([b"%s: %s\r\n" % pair for pair in out]) + b"\r\n"
         if status == 101:
             if proto.transport is not None:
-                proto.transport.write(head)
+                proto.transport.write(self._response_head(out))
             self._start_tunnel()
+            return
+        if route.agents is not None and self._hold_response(status, headers, out):
             return
         # Held until the end of this read from the upstream (flush), so that head and body leave in
         # one write when they arrived together: one syscall instead of two or three.
-        self.out.append(head)
+        self.out.append(self._response_head(out))
+
+    def _response_head(self, headers: list[tuple[bytes, bytes]]) -> bytes:
+        return status_line(self.status) + b"".join([b"%s: %s\r\n" % pair for pair in headers]) + b"\r\n"
 
     def on_response_body(self, data: bytes) -> None:
         self.response_bytes += len(data)
         if self.status == 101:
             if self.proto.transport is not None:
                 self.proto.transport.write(data)  # tunnelled bytes
-        elif self.mode == _CHUNKED:
+            return
+        if self.held_phases & _BODY_PHASE:
+            self._held_body(data)
+        if self.mode == _CHUNKED:
             self.out.extend(chunk(data))
         else:
             self.out.append(data)
@@ -549,7 +770,7 @@ class Exchange:
     def flush(self) -> None:
         """Write what this read from the upstream produced for the client."""
         out = self.out
-        if out:
+        if out and self.held_head is None:
             transport = self.proto.transport
             if transport is not None:
                 transport.write(out[0] if len(out) == 1 else b"".join(out))
@@ -573,12 +794,21 @@ class Exchange:
             return
         if self.mode == _CHUNKED:
             self.out.append(LAST_CHUNK)
-        self.flush()
         if conn is not None:
+            if self.held_head is not None and conn.transport is not None:
+                conn.transport.resume_reading()  # paused while response agents decide
             if self.request_done:
                 self._pool_of(target).release(conn)
             else:
                 conn.close()  # the request body was not all sent: the connection's state is unknown
+        if self.held_head is not None:
+            self.held_complete = True  # the client's side ends once response agents have decided
+            self._advance_held()
+            return
+        self.flush()
+        self._response_done()
+
+    def _response_done(self) -> None:
         self._finish(keep_alive=self._client_keep_alive() and self.mode != _UNTIL_CLOSE)
 
     def on_upstream_error(self, failure: str, exc: BaseException | None) -> None:
@@ -641,6 +871,9 @@ class Exchange:
         if self.connect_task is not None:
             self.connect_task.cancel()
             self.connect_task = None
+        if self.agent_round is not None:
+            self.agent_round.cancel()
+            self.agent_round = None
         if self.conn is not None:
             self.tried[-1].inflight -= 1
             self.conn.abort()
@@ -688,7 +921,7 @@ class Exchange:
         flags = self.trace_flags | (FLAG_SAMPLED if self.sampled else 0)
         return b"00-%s-%s-%02x" % (hexlify(self.trace_id), hexlify(self.span_id), flags)
 
-    def send_simple(self, status: int, content_type: bytes, body: bytes, extra: bytes) -> None:
+    def send_simple(self, status: int, content_type: bytes | None, body: bytes, extra: bytes) -> None:
         self.status = status
         if self.trace_id and self.proto.ctx.traceresponse:
             extra += b"traceresponse: " + self.traceresponse() + b"\r\n"
@@ -698,11 +931,11 @@ class Exchange:
         if transport is not None:
             self.response_bytes = len(body)
             transport.write(
-                b"HTTP/1.1 %d %s\r\ncontent-type: %s\r\ncontent-length: %d\r\n%s%s\r\n%s"
+                b"HTTP/1.1 %d %s\r\n%scontent-length: %d\r\n%s%s\r\n%s"
                 % (
                     status,
                     reason(status).encode(),
-                    content_type,
+                    b"content-type: %s\r\n" % content_type if content_type is not None else b"",
                     len(body),
                     extra,
                     b"" if keep_alive else b"connection: close\r\n",
@@ -715,6 +948,9 @@ class Exchange:
         if self.done:
             return
         self.done = True
+        if self.agent_round is not None:
+            self.agent_round.cancel()
+            self.agent_round = None
         self._observe()
         if self.timer is not None:
             self.timer.cancel()
@@ -745,6 +981,21 @@ class Exchange:
         access_log = ctx.access_log
         if access_log is not None:
             access_log.log(self, end_ns)
+        route = self.route
+        if route is not None and route.agents is not None and route.agents.log:
+            self._notify_log_agents(route.agents.log, (end_ns - self.start_ns) / 1e6)
+
+    def _notify_log_agents(self, bindings: tuple[AgentBinding, ...], duration_ms: float) -> None:
+        """`log` events: sent after the response, never waited for."""
+        rest = request_complete_event(self, duration_ms)
+        for binding in bindings:
+            sent = binding.client.notify(binding.kind, binding.event_type, self.correlation_id, rest)
+            metrics = binding.metrics
+            if metrics is not None:
+                if sent:
+                    metrics.decisions["sent"] = metrics.decisions.get("sent", 0) + 1
+                else:
+                    metrics.errors["unavailable"] = metrics.errors.get("unavailable", 0) + 1
 
     def _attempt_ended(self, status: int, error: str) -> None:
         """An upstream attempt ended: close its CLIENT span (sampled requests) and count it."""

@@ -33,6 +33,7 @@ from sentinel.tracing.recorder import SpanRecorder
 from sentinel.tracing.spans import connection_attributes, route_attributes
 
 if TYPE_CHECKING:
+    from sentinel.agents.manager import AgentManager, RouteAgents
     from sentinel.upstream.cluster import Cluster
 
 
@@ -61,6 +62,7 @@ class RouteRuntime:
     metrics: RouteMetrics | None = None  # None when metrics are off
     upstream_metrics: UpstreamMetrics | None = None
     log_fields: str = ""  # this route's fields of an access-log line, pre-formatted
+    agents: RouteAgents | None = None  # None: the route calls no agents
 
 
 class ConnectionBudget:
@@ -117,6 +119,7 @@ class ListenerContext:
         recorder: SpanRecorder | None = None,
         metrics: WorkerMetrics | None = None,
         access_log: AccessLog | None = None,
+        agents: AgentManager | None = None,
     ) -> None:
         self.config = config
         self.recorder = recorder
@@ -172,6 +175,7 @@ class ListenerContext:
                 metrics=metrics.route(r.id) if metrics is not None else None,
                 upstream_metrics=metrics.upstream(r.upstream) if metrics is not None and r.upstream else None,
                 log_fields=route_fields(r) if access_log is not None else "",
+                agents=agents.for_route(r) if agents is not None else None,
             )
 
     def runtime(self, route: CompiledRoute) -> RouteRuntime:

@@ -23,6 +23,7 @@ from typing import Any
 
 import uvloop
 
+from sentinel.agents.manager import AgentManager
 from sentinel.config import ConfigError, load_config_text
 from sentinel.config.model import BuiltinHandler, Config, ListenerConfig, ListenerProtocol
 from sentinel.ipc import CONTROL, decode_control, encode_control, read_frame
@@ -74,6 +75,7 @@ class Worker:
         self.recorder: SpanRecorder | None = None
         self.metrics: WorkerMetrics | None = WorkerMetrics() if metrics_wanted(config) else None
         self.access_log: AccessLog | None = None
+        self.agents: AgentManager | None = None
         self.log_handler: app_log.LineHandler | None = None
         self._scrapes: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._next_scrape = 0
@@ -95,9 +97,21 @@ class Worker:
         access = self.config.observability.logging.access_log
         if access is not None and access.enabled:
             self.access_log = AccessLog(access, writer.write, writer.transport.get_write_buffer_size)
+        if self.config.agents:
+            self.agents = AgentManager(self.config, loop, self.metrics)
+            self.agents.start()
         for listener in self.config.listeners:
             ctx = ListenerContext(
-                self.config, listener, builtins, self.clusters, loop, budget, recorder, self.metrics, self.access_log
+                self.config,
+                listener,
+                builtins,
+                self.clusters,
+                loop,
+                budget,
+                recorder,
+                self.metrics,
+                self.access_log,
+                self.agents,
             )
             self.contexts.append(ctx)
             server = await loop.create_server(
@@ -239,6 +253,8 @@ class Worker:
                     proto.transport.abort()
         for cluster in self.clusters.values():
             cluster.close()
+        if self.agents is not None:
+            await self.agents.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

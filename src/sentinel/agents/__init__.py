@@ -1,0 +1,1 @@
+"""Agents (SPEC §5): the proxy side of the agent protocol, per worker."""
