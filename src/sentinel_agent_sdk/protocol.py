@@ -88,7 +88,8 @@ PROTOCOL_VERSION = 2
 
 _V2_HEADER = struct.Struct(">IB")
 _LENGTH = struct.Struct(">I")
-_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+# NaN and Infinity are not JSON: the Rust side would refuse them.
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 
 
 class ProtocolError(Exception):
@@ -115,33 +116,52 @@ def encode_v1(message: Any) -> bytes:
 
 
 class FrameDecoder:
-    """Cuts a byte stream into v2 frames `(type, payload)`; raises ProtocolError on a bad frame."""
+    """Cuts a byte stream into v2 frames `(type, payload)`; raises ProtocolError on a bad frame.
+
+    The header is checked as soon as its bytes are in, so a bad length fails at once; a frame is
+    collected in a bytearray, so a large one costs one copy, not one per read.
+    """
 
     __slots__ = ("_buffer",)
 
     def __init__(self) -> None:
-        self._buffer = b""
+        self._buffer = bytearray()
 
     def feed(self, data: bytes) -> list[tuple[int, bytes]]:
-        buffer = self._buffer + data if self._buffer else data
-        frames: list[tuple[int, bytes]] = []
-        offset = 0
-        end = len(buffer)
-        while end - offset >= 5:
-            length, kind = _V2_HEADER.unpack_from(buffer, offset)
-            if length == 0:
-                raise ProtocolError("zero-length frame")
-            if length > MAX_FRAME_V2:
-                raise ProtocolError(f"frame of {length} bytes is over the {MAX_FRAME_V2}-byte limit")
-            if kind not in MESSAGE_TYPES:
-                raise ProtocolError(f"unknown message type 0x{kind:02x}")
-            stop = offset + 4 + length
-            if stop > end:
-                break
-            frames.append((kind, buffer[offset + 5 : stop]))
-            offset = stop
-        self._buffer = buffer[offset:] if offset < end else b""
+        buffer = self._buffer
+        if not buffer and len(data) >= 5:
+            # The common case: whole frames in one read, nothing left over from the last one.
+            frames, offset = _cut(data)
+            if offset < len(data):
+                buffer += memoryview(data)[offset:]
+            return frames
+        buffer += data
+        frames, offset = _cut(buffer)
+        del buffer[:offset]
         return frames
+
+
+def _cut(buffer: bytes | bytearray) -> tuple[list[tuple[int, bytes]], int]:
+    frames: list[tuple[int, bytes]] = []
+    offset = 0
+    end = len(buffer)
+    while end - offset >= 4:
+        (length,) = _LENGTH.unpack_from(buffer, offset)
+        if length == 0:
+            raise ProtocolError("zero-length frame")
+        if length > MAX_FRAME_V2:
+            raise ProtocolError(f"frame of {length} bytes is over the {MAX_FRAME_V2}-byte limit")
+        if end - offset < 5:
+            break
+        kind = buffer[offset + 4]
+        if kind not in MESSAGE_TYPES:
+            raise ProtocolError(f"unknown message type 0x{kind:02x}")
+        stop = offset + 4 + length
+        if stop > end:
+            break
+        frames.append((kind, bytes(buffer[offset + 5 : stop])))
+        offset = stop
+    return frames, offset
 
 
 class MessageDecoder:
@@ -150,10 +170,11 @@ class MessageDecoder:
     __slots__ = ("_buffer",)
 
     def __init__(self) -> None:
-        self._buffer = b""
+        self._buffer = bytearray()
 
     def feed(self, data: bytes) -> list[bytes]:
-        buffer = self._buffer + data if self._buffer else data
+        buffer = self._buffer
+        buffer += data
         messages: list[bytes] = []
         offset = 0
         end = len(buffer)
@@ -164,21 +185,25 @@ class MessageDecoder:
             stop = offset + 4 + length
             if stop > end:
                 break
-            messages.append(buffer[offset + 4 : stop])
+            messages.append(bytes(buffer[offset + 4 : stop]))
             offset = stop
-        self._buffer = buffer[offset:] if offset < end else b""
+        del buffer[:offset]
         return messages
 
 
 def load_object(payload: bytes) -> dict[str, Any]:
     """A JSON payload that must be an object."""
     try:
-        value = json.loads(payload)
+        value = json.loads(payload, parse_constant=_no_constant)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ProtocolError(f"malformed JSON: {exc}") from None
     if not isinstance(value, dict):
         raise ProtocolError(f"expected a JSON object, got {type(value).__name__}")
     return value
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 def handshake_request(proxy_version: str, proxy_id: str = "sentinel-proxy") -> dict[str, Any]:

@@ -226,7 +226,7 @@ def test_broken_frames_get_the_failure_mode(
         assert resp.json()["error"] == "agent raw unavailable"
         assert proc.proc.poll() is None
         if raw_agent.mode != "nodecision":
-            assert proc.saw("agent raw broke the protocol")
+            wait_for(lambda: proc.saw("agent raw broke the protocol"), what="the protocol error in the log")
             # The connection was dropped; the proxy reconnects in the background.
             connected(proc, "raw", times=2)
         # And the proxy serves on (a route without the agent would be unaffected too).
