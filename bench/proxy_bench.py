@@ -83,7 +83,7 @@ routes {{
     route "api" {{
         matches {{ path-prefix "/"; }}
         upstream "backend"
-    }}
+{route_extra}    }}
 }}
 upstreams {{
     upstream "backend" {{
@@ -117,6 +117,17 @@ observability {{
 """
 
 
+# One allow-everything agent (bench/allow_agent.py, the SDK) on the route (SPEC §5).
+ONE_AGENT = """
+agents {{
+    agent "allow" {{
+        unix-socket path="{socket}"
+        events "request_headers"
+    }}
+}}
+"""
+
+
 @dataclass
 class Result:
     name: str
@@ -142,6 +153,18 @@ def wait_port(port: int, timeout: float = 30) -> None:
         except OSError:
             time.sleep(0.05)
     raise SystemExit(f"nothing listening on {port} after {timeout}s")
+
+
+def wait_socket(path: Path, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.socket(socket.AF_UNIX) as s:
+                s.connect(str(path))
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"nothing listening on {path} after {timeout}s")
 
 
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
@@ -257,6 +280,9 @@ def main() -> int:
         "--observability", action="store_true", help="also run sentinel-1 with the access log and metrics on"
     )
     parser.add_argument(
+        "--agents", action="store_true", help="also run sentinel-1 with one allow-everything agent on the route"
+    )
+    parser.add_argument(
         "--pin", action="store_true", help="pin wrk to CPU 0 and the servers to CPU 1 (CPU-efficiency comparison)"
     )
     parser.add_argument("--only", choices=["direct", "nginx", "sentinel-1", "sentinel-auto"], action="append")
@@ -301,12 +327,22 @@ def main() -> int:
         if args.observability:
             variants.append(("sentinel-1-logs-metrics", 1, LOGS_AND_METRICS.format(log=work / "access.log")))
             wanted.add("sentinel-1-logs-metrics")
+        agent_socket = work / "allow.sock"
+        if args.agents:
+            agent = [*PIN_SERVER, sys.executable, str(REPO / "bench" / "allow_agent.py"), "-s", str(agent_socket)]
+            procs.start(agent)
+            wait_socket(agent_socket)
+            variants.append(("sentinel-1-agent", 1, ONE_AGENT.format(socket=agent_socket)))
+            wanted.add("sentinel-1-agent")
         for name, workers, extra in variants:
             if name not in wanted:
                 continue
             port = free_port()
             config = work / f"{name}.kdl"
-            config.write_text(SENTINEL.format(workers=workers, port=port, upstream=up_port, extra=extra))
+            route_extra = '        agents "allow"\n' if name == "sentinel-1-agent" else ""
+            config.write_text(
+                SENTINEL.format(workers=workers, port=port, upstream=up_port, extra=extra, route_extra=route_extra)
+            )
             pin = PIN_SERVER if workers == 1 else []
             sentinel = [*pin, sys.executable, "-m", "sentinel.cli.main", "-c", str(config)]
             targets.append((name, port, procs.start(sentinel)))
@@ -342,6 +378,14 @@ def main() -> int:
         ]
         if per_round:
             notes["sentinel-1/nginx per-round ratios"] = [round(x, 2) for x in per_round]
+        if args.agents:
+            out = subprocess.run(
+                [*PIN_CLIENT, sys.executable, str(REPO / "bench" / "agent_roundtrip.py"), str(agent_socket)],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+            notes["agent round trip (wire, no proxy)"] = out.strip()
     finally:
         procs.stop_all()
         shutil.rmtree(work, ignore_errors=True)
@@ -380,6 +424,13 @@ def report(results: list[Result], notes: dict[str, object], args: argparse.Names
         if base and traced:
             cost = 1 - traced.requests_per_sec / base.requests_per_sec
             print(f"tracing at sampling {rate} costs {cost * 100:.1f}% of req/s against tracing off")
+    with_agent = by.get(("sentinel-1-agent", args.connections))
+    if base and with_agent:
+        kept = with_agent.requests_per_sec / base.requests_per_sec
+        print(f"one allow agent keeps {kept * 100:.1f}% of req/s against the same route without agents")
+    agent_one, base_one = by.get(("sentinel-1-agent", 1)), by.get(("sentinel-1", 1))
+    if agent_one and base_one:
+        print(f"one allow agent adds {(agent_one.p50_ms - base_one.p50_ms) * 1000:.0f} us to p50 at 1 conn")
     observed = by.get(("sentinel-1-logs-metrics", args.connections))
     if base and observed:
         cost = 1 - observed.requests_per_sec / base.requests_per_sec

@@ -16,7 +16,8 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
 
 from sentinel_agent_sdk import tracing  # OpenTelemetry itself is imported only once export is configured
 from sentinel_agent_sdk.server import Agent, AgentServer
@@ -57,9 +58,18 @@ def serve(agent: Agent, args: argparse.Namespace) -> int:
     if args.otlp_endpoint:
         tracing.configure_tracing(args.service_name or agent.name, args.otlp_endpoint)
     try:
-        return asyncio.run(_serve(agent, args))
+        return _run(_serve(agent, args))
     finally:
         tracing.shutdown_tracing()
+
+
+def _run(main: Coroutine[Any, Any, int]) -> int:
+    """uvloop when it is installed (it is, with Sentinel): it roughly halves the per-call overhead."""
+    try:
+        import uvloop  # noqa: PLC0415
+    except ImportError:
+        return asyncio.run(main)
+    return uvloop.run(main)
 
 
 async def _serve(agent: Agent, args: argparse.Namespace) -> int:

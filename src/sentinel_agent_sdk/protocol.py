@@ -194,7 +194,7 @@ class MessageDecoder:
 def load_object(payload: bytes) -> dict[str, Any]:
     """A JSON payload that must be an object."""
     try:
-        value = json.loads(payload, parse_constant=_no_constant)
+        value = _decode(payload.decode())
     except (ValueError, UnicodeDecodeError) as exc:
         raise ProtocolError(f"malformed JSON: {exc}") from None
     if not isinstance(value, dict):
@@ -204,6 +204,10 @@ def load_object(payload: bytes) -> dict[str, Any]:
 
 def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
+
+
+# One decoder for every message: json.loads with an option builds a new one per call.
+_decode = json.JSONDecoder(parse_constant=_no_constant).decode
 
 
 def handshake_request(proxy_version: str, proxy_id: str = "sentinel-proxy") -> dict[str, Any]:

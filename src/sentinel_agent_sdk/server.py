@@ -16,8 +16,9 @@ import logging
 import os
 import socket
 import stat
-from collections.abc import Awaitable, Callable
-from typing import Any, Literal
+import types
+from collections.abc import Awaitable, Callable, Coroutine, Generator
+from typing import Any, Literal, cast
 
 from sentinel_agent_sdk import protocol
 from sentinel_agent_sdk.decision import Decision, error_response
@@ -179,12 +180,13 @@ class AgentServer:
     async def _serve_v2(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         decoder = protocol.FrameDecoder()
         calls: dict[str, asyncio.Task[None]] = {}
+        output = _Output(writer)
         handshaken = False
         try:
             while data := await reader.read(_READ_SIZE):
                 for kind, payload in decoder.feed(data):
                     if handshaken:
-                        self._dispatch_v2(kind, payload, calls, writer)
+                        self._dispatch_v2(kind, payload, calls, output)
                         continue
                     if kind != protocol.HANDSHAKE_REQUEST:
                         raise protocol.ProtocolError(f"expected a handshake request, got type 0x{kind:02x}")
@@ -201,11 +203,9 @@ class AgentServer:
             for task in calls.values():
                 task.cancel()
 
-    def _dispatch_v2(
-        self, kind: int, payload: bytes, calls: dict[str, asyncio.Task[None]], writer: asyncio.StreamWriter
-    ) -> None:
+    def _dispatch_v2(self, kind: int, payload: bytes, calls: dict[str, asyncio.Task[None]], output: _Output) -> None:
         if kind == protocol.PING:
-            _send(writer, protocol.PONG, payload)  # the payload bytes, echoed as they came
+            output.send(protocol.encode_frame(protocol.PONG, payload))  # the payload bytes, echoed as they came
             return
         if kind in (protocol.PONG, protocol.HEALTH_STATUS, protocol.FLOW_CONTROL, protocol.METRICS_REPORT):
             return  # nothing this agent needs to act on
@@ -221,17 +221,17 @@ class AgentServer:
                 running.cancel()
             return
         if kind in _V2_UNSUBSCRIBED:
-            _send(writer, protocol.AGENT_RESPONSE, Decision.allow().to_json(correlation_id))
+            output.send(protocol.encode_frame(protocol.AGENT_RESPONSE, Decision.allow().encode(correlation_id)))
             return
-
-        async def call() -> None:
-            answer = await self._answer(_V2_EVENTS[kind], message, correlation_id, version=2)
-            if not writer.is_closing():
-                writer.write(answer)
-            with contextlib.suppress(ConnectionError):
-                await writer.drain()
-
-        task = asyncio.get_running_loop().create_task(call())
+        # The handler starts at once, here: most finish without waiting for anything (an allow, a lookup),
+        # and then no task is made for them. One that waits continues in a task, which Cancel can stop.
+        call = self._answer(_V2_EVENTS[kind], message, correlation_id, version=2)
+        try:
+            waiting = call.send(None)
+        except StopIteration as done:
+            output.send(done.value)
+            return
+        task = asyncio.get_running_loop().create_task(_finish(call, waiting, output))
         calls[correlation_id] = task
 
         def forget(done: asyncio.Task[None]) -> None:
@@ -267,7 +267,8 @@ class AgentServer:
         try:
             async with self._semaphore:
                 decision = await self._handlers[event](payload)
-            return _encode_response(decision.to_json(correlation_id, version=version), version)
+            body = decision.encode(correlation_id, version=version)
+            return protocol.encode_v1(body) if version == 1 else protocol.encode_frame(protocol.AGENT_RESPONSE, body)
         except Exception as exc:  # the handler's failure fails this call only
             log.exception("agent %s: %s handler failed for %s", self.agent.name, event, correlation_id)
             return _encode_response(
@@ -316,6 +317,51 @@ _V2_EVENTS = dict(protocol.MESSAGE_EVENT_NAMES)
 # Events this SDK never announces; a proxy that sends one anyway gets an allow rather than a timeout.
 _V2_UNSUBSCRIBED = (protocol.WEBSOCKET_FRAME, protocol.GUARDRAIL_INSPECT)
 _V1_EVENTS = {name: name for name in protocol.EVENT_MESSAGE_TYPES}
+
+
+class _Output:
+    """A connection's answers, written together at the end of the loop iteration that produced them: one
+    write for all the calls that one read from the proxy brought, and frames never interleave."""
+
+    __slots__ = ("frames", "writer")
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self.writer = writer
+        self.frames: list[bytes] = []
+
+    def send(self, frame: bytes) -> None:
+        if not self.frames:
+            asyncio.get_running_loop().call_soon(self.flush)
+        self.frames.append(frame)
+
+    def flush(self) -> None:
+        frames = self.frames
+        if frames and not self.writer.is_closing():
+            self.writer.write(frames[0] if len(frames) == 1 else b"".join(frames))
+        frames.clear()
+
+
+async def _finish(call: Coroutine[Any, Any, bytes], waiting: Any, output: _Output) -> None:
+    output.send(await _resume(call, waiting))
+
+
+@types.coroutine
+def _resume(call: Coroutine[Any, Any, bytes], waiting: Any) -> Generator[Any, Any, bytes]:
+    """Drive a coroutine that was started outside a task from where it stopped (`waiting` is what it
+    yielded), passing results and exceptions (cancellation too) through, as `await` would."""
+    while True:
+        try:
+            value = yield waiting
+        except BaseException as exc:  # handed to the coroutine, which decides
+            try:
+                waiting = call.throw(exc)
+            except StopIteration as done:
+                return cast(bytes, done.value)
+        else:
+            try:
+                waiting = call.send(value)
+            except StopIteration as done:
+                return cast(bytes, done.value)
 
 
 def _send(writer: asyncio.StreamWriter, kind: int, payload: Any) -> None:

@@ -34,6 +34,7 @@ class AgentCall:
     __slots__ = (
         "call_id",
         "cancel_reason",
+        "deadline",
         "event_type",
         "kind",
         "on_done",
@@ -43,7 +44,6 @@ class AgentCall:
         "rest",
         "sent",
         "start_ns",
-        "timer",
     )
 
     def __init__(
@@ -54,7 +54,7 @@ class AgentCall:
         self.call_id = call_id
         self.rest = rest
         self.on_done = on_done
-        self.timer: asyncio.TimerHandle | None = None
+        self.deadline = 0.0  # loop time
         self.sent = False
         self.start_ns = 0
         self.outcome = ""  # ok / timeout / error / circuit_open, once finished
@@ -113,6 +113,10 @@ class AgentClient:
         self.max_active = config.max_concurrent_calls
         self.breaker = CircuitBreaker(config.circuit_breaker.failure_threshold, config.circuit_breaker.timeout_secs)
         self.task: asyncio.Task[None] | None = None
+        # Calls waiting for their timeout, one FIFO per timeout value (so deadlines come in order), each
+        # with one timer for its head: a call costs an append, not a timer of its own.
+        self.deadlines: dict[float, collections.deque[AgentCall]] = {}
+        self.deadline_timers: dict[float, asyncio.TimerHandle] = {}
         self.factory = V1Connection if config.protocol_version is AgentProtocolVersion.V1 else V2Connection
 
     def start(self) -> None:
@@ -122,6 +126,9 @@ class AgentClient:
         if self.task is not None:
             self.task.cancel()
             self.task = None
+        for timer in self.deadline_timers.values():
+            timer.cancel()
+        self.deadline_timers.clear()
         if self.conn is not None:
             self.conn.close()
             self.conn = None
@@ -136,7 +143,7 @@ class AgentClient:
         if self.conn is None and not self.connecting:
             self._finish(call, ERROR, "unavailable", None)
             return
-        call.timer = self.loop.call_later(timeout, self._timed_out, call)
+        self._watch(call, timeout)
         if self.conn is not None and self.active < self.max_active:
             self._send(self.conn, call)
         else:
@@ -156,7 +163,7 @@ class AgentClient:
         if call.outcome:
             return
         call.outcome = "cancelled"
-        self._stop_timer(call)
+        call.rest = b""
         if call.sent:
             self.active -= 1
             if self.conn is not None:
@@ -192,10 +199,33 @@ class AgentClient:
     def failed(self, call: AgentCall, reason: str) -> None:
         self._finish(call, ERROR, reason, None)
 
+    def _watch(self, call: AgentCall, timeout: float) -> None:
+        call.deadline = self.loop.time() + timeout
+        queue = self.deadlines.get(timeout)
+        if queue is None:
+            queue = self.deadlines[timeout] = collections.deque()
+        queue.append(call)
+        if timeout not in self.deadline_timers:
+            self.deadline_timers[timeout] = self.loop.call_at(call.deadline, self._expire, timeout)
+
+    def _expire(self, timeout: float) -> None:
+        """Time out the calls whose deadline has passed; finished ones just leave the queue."""
+        del self.deadline_timers[timeout]
+        queue = self.deadlines[timeout]
+        now = self.loop.time()
+        while queue:
+            head = queue[0]
+            if head.outcome:
+                queue.popleft()
+            elif head.deadline <= now:
+                queue.popleft()
+                self._timed_out(head)
+            else:
+                break
+        if queue:
+            self.deadline_timers[timeout] = self.loop.call_at(queue[0].deadline, self._expire, timeout)
+
     def _timed_out(self, call: AgentCall) -> None:
-        call.timer = None
-        if call.outcome:
-            return
         if call.sent:
             if self.conn is not None:
                 call.cancel_reason = CANCEL_TIMEOUT
@@ -211,7 +241,7 @@ class AgentClient:
         call.outcome = outcome
         call.reason = reason
         call.reply = reply
-        self._stop_timer(call)
+        call.rest = b""  # the call may wait in a deadline queue a while: keep it small
         if call.sent:
             self.active -= 1
         if outcome != CIRCUIT_OPEN and self.breaker.record(outcome == OK, self.loop.time()):
@@ -224,14 +254,9 @@ class AgentClient:
             )
         if self.waiting:
             self._pump()
-        if call.on_done is not None:
-            call.on_done(call)
-
-    @staticmethod
-    def _stop_timer(call: AgentCall) -> None:
-        if call.timer is not None:
-            call.timer.cancel()
-            call.timer = None
+        on_done, call.on_done = call.on_done, None  # the round refers to the call: no cycle left behind
+        if on_done is not None:
+            on_done(call)
 
     # -- the connection -----------------------------------------------------------------------------
 

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import json
 import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
+from sentinel.agents.events import json_string
 from sentinel_agent_sdk.protocol import (
     AGENT_RESPONSE,
     CANCEL,
@@ -33,13 +32,12 @@ from sentinel_agent_sdk.protocol import (
 if TYPE_CHECKING:
     from sentinel.agents.client import AgentCall, AgentClient
 
-_quote: Callable[[str], str] = cast("Any", json.encoder).encode_basestring  # the C-accelerated encoder
 
 
 def event_payload(call_id: str, rest: bytes) -> bytes:
     """The event JSON with the call's `correlation_id` put first; `rest` is the event's other members
     and its closing brace, built once per request and shared by the agents of a route."""
-    return b'{"correlation_id":' + _quote(call_id).encode() + b"," + rest
+    return b'{"correlation_id":' + json_string(call_id).encode() + b"," + rest
 
 
 class AgentConnection(asyncio.Protocol):
@@ -107,6 +105,7 @@ class V2Connection(AgentConnection):
         super().__init__(client)
         self.decoder = FrameDecoder()
         self.pending: dict[str, AgentCall] = {}
+        self.out: list[bytes] = []  # frames written at the end of this loop iteration, in one syscall
         self.control: dict[int, asyncio.Future[dict[str, Any]]] = {}  # handshake / configure answers
         self.configure_id = ""
         self.next_id = 0
@@ -148,21 +147,32 @@ class V2Connection(AgentConnection):
             self.next_id += 1
             call_id = call.call_id = f"{call_id}~{self.next_id}"
         self.pending[call_id] = call
-        transport = self.transport
-        assert transport is not None
-        transport.write(encode_frame(call.kind, event_payload(call_id, call.rest)))
+        self._write(encode_frame(call.kind, event_payload(call_id, call.rest)))
+
+    def _write(self, frame: bytes) -> None:
+        # Calls made while handling one batch of client reads go out together: one write instead of one
+        # per request (under load that halves the syscalls of an agent call).
+        out = self.out
+        if not out:
+            asyncio.get_running_loop().call_soon(self._flush)
+        out.append(frame)
+
+    def _flush(self) -> None:
+        out = self.out
+        if self.transport is not None and out:
+            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+        out.clear()
 
     def cancel(self, call: AgentCall) -> None:
-        if self.pending.pop(call.call_id, None) is not None and self.transport is not None:
-            self.transport.write(
+        if self.pending.pop(call.call_id, None) is not None:
+            self._write(
                 encode_frame(
                     CANCEL, {"correlation_id": call.call_id, "reason": call.cancel_reason, "timestamp_ms": _now_ms()}
                 )
             )
 
     def notify(self, kind: int, event_type: str, call_id: str, rest: bytes) -> None:
-        if self.transport is not None:
-            self.transport.write(encode_frame(kind, event_payload(call_id, rest)))
+        self._write(encode_frame(kind, event_payload(call_id, rest)))
 
     def ping(self) -> None:
         if self.pings_unanswered >= 2:
@@ -172,8 +182,7 @@ class V2Connection(AgentConnection):
                 self.transport.abort()
             return
         self.pings_unanswered += 1
-        if self.transport is not None:
-            self.transport.write(encode_frame(PING, {"sequence": self.next_id, "timestamp_ms": _now_ms()}))
+        self._write(encode_frame(PING, {"sequence": self.next_id, "timestamp_ms": _now_ms()}))
 
     def data_received(self, data: bytes) -> None:
         try:

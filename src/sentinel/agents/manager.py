@@ -7,6 +7,7 @@ import asyncio
 from dataclasses import dataclass
 
 from sentinel.agents.client import AgentClient
+from sentinel.agents.events import route_members
 from sentinel.agents.round import AgentBinding
 from sentinel.config.model import AgentEvent, Config, FailureMode, RouteConfig
 from sentinel.metrics.recording import WorkerMetrics
@@ -31,6 +32,7 @@ class RouteAgents:
     response_headers: tuple[AgentBinding, ...]
     response_body: tuple[AgentBinding, ...]
     log: tuple[AgentBinding, ...]
+    metadata: bytes  # the route's constant members of RequestHeaders metadata (events.route_members)
 
 
 class AgentManager:
@@ -79,4 +81,5 @@ class AgentManager:
             response_headers=tuple(per_event[AgentEvent.RESPONSE_HEADERS]),
             response_body=tuple(per_event[AgentEvent.RESPONSE_BODY]),
             log=tuple(per_event[AgentEvent.LOG]),
+            metadata=route_members(route.id, route.upstream),
         )

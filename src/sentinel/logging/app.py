@@ -34,10 +34,17 @@ def level_name(levelno: int) -> str:
     return _NAMES.get(levelno, "error" if levelno >= logging.ERROR else "info")
 
 
+_last_second = [-1, ""]  # the second formatted last, and its text: most calls fall in the same second
+
+
 def rfc3339_ms(ms: int) -> str:
-    """Unix milliseconds as `2024-01-15T10:30:45.123Z` (log lines, access log, builtin answers)."""
+    """Unix milliseconds as `2024-01-15T10:30:45.123Z` (log lines, access log, agent events, builtins)."""
     second, rest = divmod(ms, 1000)
-    return f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(second))}.{rest:03d}Z"
+    cache = _last_second
+    if cache[0] != second:
+        cache[1] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        cache[0] = second
+    return f"{cache[1]}.{rest:03d}Z"
 
 
 def rfc3339_now() -> str:

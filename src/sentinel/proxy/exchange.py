@@ -331,7 +331,7 @@ class Exchange:
             return
         agents = route.agents
         if agents is not None and agents.request_headers:
-            tail = request_headers_tail(self)
+            tail = request_headers_tail(self, agents.metadata)
             self._run_agents(
                 agents.request_headers, functools.partial(request_headers_event, tail), self._request_headers_done
             )
