@@ -196,6 +196,9 @@ class AgentClient:
             return
         self._finish(call, OK, "", reply)
 
+    def replied(self, call: AgentCall, reply: AgentReply) -> None:
+        self._finish(call, OK, "", reply)
+
     def failed(self, call: AgentCall, reason: str) -> None:
         self._finish(call, ERROR, reason, None)
 

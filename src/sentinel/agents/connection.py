@@ -12,6 +12,8 @@ import time
 from typing import TYPE_CHECKING, Any, cast
 
 from sentinel.agents.events import json_string
+from sentinel.agents.reply import ALLOWED
+from sentinel_agent_sdk.decision import ALLOW_HEAD, ALLOW_TAIL
 from sentinel_agent_sdk.protocol import (
     AGENT_RESPONSE,
     CANCEL,
@@ -189,6 +191,14 @@ class V2Connection(AgentConnection):
             frames = self.decoder.feed(data)
             for kind, payload in frames:
                 if kind == AGENT_RESPONSE:
+                    if payload.startswith(ALLOW_HEAD) and payload.endswith(ALLOW_TAIL):
+                        call_id = payload[len(ALLOW_HEAD) : -len(ALLOW_TAIL)]
+                        if b"\\" not in call_id and call_id.startswith(b'"') and call_id.endswith(b'"'):
+                            # A plain allow, laid out as the SDK and the Rust agents write it: no parsing.
+                            call = self.pending.pop(call_id[1:-1].decode(), None)
+                            if call is not None:
+                                self.client.replied(call, ALLOWED)
+                            continue
                     self._answer(load_object(payload))
                 elif kind == PONG:
                     self.pings_unanswered = 0

@@ -34,6 +34,9 @@ class AgentReply:
         self.rule_ids: list[str] = []
 
 
+ALLOWED = AgentReply()  # the plain allow: shared, never modified
+
+
 def read_reply(message: dict[str, Any]) -> AgentReply:
     """Raises ProtocolError for an answer without a usable decision (the SDK answers a failed handler
     that way): the call failed, and the agent's failure mode applies."""
