@@ -378,6 +378,14 @@ def main() -> int:
         ]
         if per_round:
             notes["sentinel-1/nginx per-round ratios"] = [round(x, 2) for x in per_round]
+        kept = [
+            r[("sentinel-1-agent", args.connections)].requests_per_sec
+            / r[("sentinel-1", args.connections)].requests_per_sec
+            for r in rounds
+            if ("sentinel-1-agent", args.connections) in r and ("sentinel-1", args.connections) in r
+        ]
+        if kept:
+            notes["sentinel-1-agent/sentinel-1 per-round ratios"] = [round(x, 2) for x in kept]
         if args.agents:
             out = subprocess.run(
                 [*PIN_CLIENT, sys.executable, str(REPO / "bench" / "agent_roundtrip.py"), str(agent_socket)],

@@ -36,6 +36,7 @@ class AgentCall:
         "cancel_reason",
         "deadline",
         "event_type",
+        "index",
         "kind",
         "on_done",
         "outcome",
@@ -43,6 +44,7 @@ class AgentCall:
         "reply",
         "rest",
         "sent",
+        "span_id",
         "start_ns",
     )
 
@@ -55,6 +57,8 @@ class AgentCall:
         self.rest = rest
         self.on_done = on_done
         self.deadline = 0.0  # loop time
+        self.index = 0  # the caller's: which agent of its round this is
+        self.span_id = b""  # the agent-call span, named in the event's traceparent (empty: not traced)
         self.sent = False
         self.start_ns = 0
         self.outcome = ""  # ok / timeout / error / circuit_open, once finished
@@ -137,13 +141,14 @@ class AgentClient:
 
     def call(self, call: AgentCall, timeout: float) -> None:
         call.start_ns = time.time_ns()
-        if not self.breaker.allow(self.loop.time()):
+        now = self.loop.time()
+        if self.breaker.open_until and not self.breaker.allow(now):
             self._finish(call, CIRCUIT_OPEN, CIRCUIT_OPEN, None)
             return
         if self.conn is None and not self.connecting:
             self._finish(call, ERROR, "unavailable", None)
             return
-        self._watch(call, timeout)
+        self._watch(call, now + timeout, timeout)
         if self.conn is not None and self.active < self.max_active:
             self._send(self.conn, call)
         else:
@@ -202,8 +207,8 @@ class AgentClient:
     def failed(self, call: AgentCall, reason: str) -> None:
         self._finish(call, ERROR, reason, None)
 
-    def _watch(self, call: AgentCall, timeout: float) -> None:
-        call.deadline = self.loop.time() + timeout
+    def _watch(self, call: AgentCall, deadline: float, timeout: float) -> None:
+        call.deadline = deadline
         queue = self.deadlines.get(timeout)
         if queue is None:
             queue = self.deadlines[timeout] = collections.deque()

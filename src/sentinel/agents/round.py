@@ -52,7 +52,6 @@ class AgentRound:
         "outstanding",
         "request_ops",
         "response_ops",
-        "span_ids",
     )
 
     def __init__(
@@ -69,13 +68,12 @@ class AgentRound:
         self.concurrent = concurrent
         self.on_done = on_done
         self.calls: list[AgentCall] = []
-        self.span_ids: list[bytes] = []
         self.outstanding = 0
         self.next = 0
         self.answer: AgentReply | None = None  # a decision that is not allow: the client gets it
         self.error: tuple[int, str] | None = None  # a failure under fail-closed
-        self.request_ops: list[tuple[str, bytes, bytes]] = []
-        self.response_ops: list[tuple[str, bytes, bytes]] = []
+        self.request_ops: HeaderOps = ()  # of the allowing agents, in route order
+        self.response_ops: HeaderOps = ()
 
     def start(self) -> None:
         if self.concurrent:
@@ -106,14 +104,14 @@ class AgentRound:
             flags = ex.trace_flags | (FLAG_SAMPLED if ex.sampled else 0)
             traceparent = b"00-%s-%s-%02x" % (hexlify(ex.trace_id), hexlify(span_id), flags)
         call = AgentCall(binding.kind, binding.event_type, ex.correlation_id, self.make_rest(traceparent), self._done)
+        call.index = index
+        call.span_id = span_id
         self.calls.append(call)
-        self.span_ids.append(span_id)
         binding.client.call(call, binding.timeout)
 
     def _done(self, call: AgentCall) -> None:
-        index = self.calls.index(call)
-        binding = self.bindings[index]
-        self._observe(binding, call, self.span_ids[index])
+        binding = self.bindings[call.index]
+        self._observe(binding, call, call.span_id)
         self.outstanding -= 1
         if not self.concurrent:
             decided = self._read(binding, call)
@@ -142,8 +140,10 @@ class AgentRound:
             if reply.decision != ALLOW:
                 self.answer = reply
                 return True
-            self.request_ops.extend(reply.request_ops)
-            self.response_ops.extend(reply.response_ops)
+            if reply.request_ops:
+                self.request_ops += reply.request_ops
+            if reply.response_ops:
+                self.response_ops += reply.response_ops
             return False
         if not binding.fail_closed:
             return False  # fail-open: carry on without this agent
@@ -188,10 +188,6 @@ class AgentRound:
                         audit=audit,
                     )
                 )
-
-    @property
-    def ops(self) -> tuple[HeaderOps, HeaderOps]:
-        return tuple(self.request_ops), tuple(self.response_ops)
 
 
 def _ignore(_: AgentRound) -> None:

@@ -370,8 +370,8 @@ class Exchange:
     def _request_headers_done(self, agent_round: AgentRound) -> None:
         if self._decided(agent_round):
             return
-        self.agent_request_ops = tuple(agent_round.request_ops)
-        self.agent_response_ops = tuple(agent_round.response_ops)
+        self.agent_request_ops = agent_round.request_ops
+        self.agent_response_ops = agent_round.response_ops
         self._forward()
 
     def _forward(self) -> None:
@@ -438,7 +438,7 @@ class Exchange:
         if self._decided_on_response(agent_round):
             return
         if agent_round.response_ops and self.held_head is not None:
-            apply_ops(self.held_head, tuple(agent_round.response_ops))
+            apply_ops(self.held_head, agent_round.response_ops)
         conn = self.conn
         if conn is not None and conn.transport is not None and self.proto.writable:
             conn.transport.resume_reading()
