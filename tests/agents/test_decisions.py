@@ -253,3 +253,22 @@ def test_log_events_after_the_response(tmp_path: Path, upstream: UpstreamServer,
     assert second["response_body_size"] == len(resp.body)
     assert second["correlation_id"] == resp.header("x-correlation-id")
     assert second["duration_ms"] > 0
+
+
+def test_expect_continue_with_a_body_agent(tmp_path: Path, upstream: UpstreamServer, agents: Agents) -> None:
+    agents.start("a")
+    spec = AgentSpec("a", agents.socket("a"), events=("request_body",))
+    with sentinel(tmp_path, Setup(upstream.address, [spec], ["a"]).kdl()) as proc:
+        connected(proc, "a")
+        with RawClient(proc.port) as client:
+            client.send(
+                b"POST /anything HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n"
+            )
+            # The body agent needs the body before the upstream is contacted: the proxy asks for it.
+            assert client.read_response().status == 100
+            client.send(b"hello")
+            resp = client.read_response()
+        assert resp.status == 200
+        assert resp.json()["body_length"] == 5
+        (body,) = agents.events("a", "request_body_chunk")
+        assert body["data"] == "aGVsbG8="

@@ -382,6 +382,10 @@ class Exchange:
         if agents is not None and agents.request_body and not self.upgrade and (self.chunked or self.content_length):
             if not self.request_done:
                 self.inspecting = True  # request_complete() carries on
+                if self.expect_continue and self.proto.transport is not None:
+                    # The agents need the body now: ask for it, as the upstream would.
+                    self.proto.transport.write(_CONTINUE)
+                    self.expect_continue = False
                 self.proto.resume_reading()
                 return
             self._inspect_request_body()
