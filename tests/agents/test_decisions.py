@@ -4,6 +4,8 @@ upstream (SPEC §5). What the client gets, what the upstream gets, what the agen
 from __future__ import annotations
 
 import re
+import socket
+import struct
 from pathlib import Path
 
 from tests.agents.conftest import Agents, AgentSpec, Setup, connected
@@ -170,6 +172,7 @@ def test_two_agents_run_concurrently_and_the_first_non_allow_wins(
                 what="both agents to receive the request at once",
             )
             assert upstream.requests == []
+            held.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # gone: cancel
         # Route order decides: a's block although b also blocks; b's block when a allows.
         resp = request(proc.port, path="/anything", headers={"x-agent-a": "block", "x-agent-b": "block"})
         assert resp.header("x-blocked-by") == "a"

@@ -136,13 +136,50 @@ def test_slow_agent_under_many_concurrent_requests(tmp_path: Path, upstream: Ups
     assert len(upstream.requests) == clients
 
 
+def test_max_concurrent_calls_queues_the_rest(tmp_path: Path, upstream: UpstreamServer, agents: Agents) -> None:
+    agents.start("a")
+    spec = AgentSpec("a", agents.socket("a"), timeout_ms=60_000, max_concurrent=2)
+    with sentinel(tmp_path, Setup(upstream.address, [spec], ["a"]).kdl()) as proc:
+        connected(proc, "a")
+        held = [RawClient(proc.port) for _ in range(3)]
+        try:
+            for client in held:
+                client.send(b"GET /anything HTTP/1.1\r\nHost: t\r\nx-agent-a: sleep:60000\r\n\r\n")
+            wait_for(lambda: len(agents.events("a", "request_headers")) >= 2, what="two calls at the agent")
+            # The third waits in the proxy (frames of one loop iteration go out in one write, so an
+            # unlimited proxy would have delivered all three together).
+            assert len(agents.events("a", "request_headers")) == 2
+            # One client goes away: its call is cancelled, which frees a slot for the third.
+            first = held.pop(0)
+            first.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            first.close()
+            wait_for(lambda: len(agents.events("a", "request_headers")) == 3, what="the queued call to go out")
+        finally:
+            for client in held:  # reset, so that the proxy's drain does not wait for their answers
+                client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                client.close()
+
+
+def test_idle_connection_is_pinged(tmp_path: Path, upstream: UpstreamServer, agents: Agents) -> None:
+    agent = RawAgent(agents.socket("raw"), "record")
+    try:
+        with sentinel(tmp_path, Setup(upstream.address, [AgentSpec("raw", agents.socket("raw"))], ["raw"]).kdl()):
+            wait_for(lambda: any(kind == 0x41 for kind, _ in agent.frames), timeout=20, what="a Ping")
+            ping = next(json.loads(p) for kind, p in agent.frames if kind == 0x41)
+            assert set(ping) == {"sequence", "timestamp_ms"}
+    finally:
+        agent.close()
+
+
 class RawAgent:
     """An agent speaking raw frames: a correct handshake, then `mode` for every event:
-    garbage (unknown type), oversized (a 32 MiB length), zero (length 0), badjson, nodecision."""
+    garbage (unknown type), oversized (a 32 MiB length), zero (length 0), badjson, nodecision, or
+    record (keep the frames, answer pings, nothing else)."""
 
     def __init__(self, path: str, mode: str) -> None:
         self.mode = mode
         self.connections = 0
+        self.frames: list[tuple[int, bytes]] = []  # every frame after the handshake
         self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.server.bind(path)
         self.server.listen(8)
@@ -188,6 +225,11 @@ class RawAgent:
             body = json.dumps(hello).encode()
             sock.sendall(struct.pack(">IB", len(body) + 1, 0x02) + body)
             while (frame := self._frame(sock)) is not None:
+                self.frames.append(frame)
+                if self.mode == "record":
+                    if frame[0] == 0x41:
+                        sock.sendall(struct.pack(">IB", len(frame[1]) + 1, 0x42) + frame[1])
+                    continue
                 cid = json.loads(frame[1])["correlation_id"]
                 if self.mode == "garbage":
                     sock.sendall(b"\x00\x00\x00\x05\x99abcd")
