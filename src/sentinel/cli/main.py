@@ -3,6 +3,7 @@
 sentinel [--config PATH]            run the proxy (also `sentinel run`)
 sentinel test -c PATH   (or -t)     parse and validate the configuration only
 sentinel validate -c PATH           as test, plus live checks (--skip-network to skip them)
+sentinel traces [--ui HOST:PORT]    the built-in trace viewer: OTLP receivers, store, web UI, Jaeger API
 sentinel --version
 """
 
@@ -62,6 +63,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECS",
         help="time allowed for each live check (default 2)",
     )
+    traces = commands.add_parser(
+        "traces", help="run the built-in trace viewer (OTLP receivers, web UI, Jaeger query API)"
+    )
+    from sentinel.cli.traces import add_arguments as traces_arguments
+
+    traces_arguments(traces)
     return parser
 
 
@@ -94,6 +101,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         print(f"sentinel: configuration file {shown} test is successful")
         return 0
+
+    if command == "traces":
+        from sentinel.cli.traces import run_traces
+
+        return run_traces(args)
 
     if command == "validate":
         from sentinel.cli.validate import run_validate

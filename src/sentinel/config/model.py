@@ -316,6 +316,16 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class EmbeddedViewerConfig:
+    """`backend "embedded"`: the supervisor runs the built-in trace viewer (SPEC §9) next to the proxy."""
+
+    ui: SocketAddress = field(default_factory=lambda: SocketAddress("127.0.0.1", 16686))
+    db: str | None = None  # None: the viewer's default (XDG state directory)
+    retention_hours: float = 24.0
+    max_size_mb: float = 512.0
+
+
+@dataclass(frozen=True, slots=True)
 class TracingBackend:
     kind: TracingBackendKind
     endpoint: str
@@ -323,6 +333,7 @@ class TracingBackend:
     headers: tuple[tuple[str, str], ...] = ()
     compression: str | None = None  # None or "gzip"
     timeout_ms: int = 10000
+    viewer: EmbeddedViewerConfig | None = None  # set for backend "embedded" only
 
 
 @dataclass(frozen=True, slots=True)

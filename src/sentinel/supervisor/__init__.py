@@ -42,6 +42,7 @@ from sentinel.metrics.exposition import ExporterFigures, SentinelCollector, rend
 from sentinel.metrics.recording import Snapshot
 from sentinel.metrics.server import MetricsServer
 from sentinel.supervisor.health import HealthChecker
+from sentinel.supervisor.viewer import EmbeddedViewer
 from sentinel.tracing.export import SpanExporter
 from sentinel.tracing.recorder import unpack_spans
 from sentinel.tracing.resource import resource_attributes
@@ -131,6 +132,12 @@ class Supervisor:
         self.done = asyncio.Event()
         self.health = HealthChecker(self.broadcast_health)
         self.exporter: SpanExporter | None = make_exporter(config)
+        tracing = config.observability.tracing
+        self.viewer: EmbeddedViewer | None = (
+            EmbeddedViewer(tracing)
+            if tracing is not None and tracing.enabled and tracing.backend.viewer is not None
+            else None
+        )
         self._restart_delay: dict[int, float] = {}
         self.aggregator = Aggregator()
         self.metrics_server: MetricsServer | None = None
@@ -455,6 +462,8 @@ class Supervisor:
         reloads: asyncio.Queue[None] = asyncio.Queue()
         loop.add_signal_handler(signal.SIGHUP, reloads.put_nowait, None)
         loop.add_signal_handler(signal.SIGUSR1, self.reopen_logs)
+        if self.viewer is not None:
+            await self.viewer.start()
         if self.exporter is not None:
             await self.exporter.start()
         if not await self.start_generation():
@@ -480,6 +489,8 @@ class Supervisor:
             # hold a shutdown for long on a collector that is down.
             grace = float(self.config.system.graceful_shutdown_timeout_secs)
             await self.exporter.shutdown(min(grace, _EXPORT_SHUTDOWN_MAX))
+        if self.viewer is not None:
+            await self.viewer.stop()
         self._close_unused_sockets()
         for sock in self.sockets.values():
             sock.close()

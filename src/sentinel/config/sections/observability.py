@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from sentinel.config.addresses import check_endpoint_url
+from sentinel.config.addresses import AddressError, check_endpoint_url, parse_socket_address
 from sentinel.config.model import (
     AccessLogConfig,
     AccessLogFormat,
+    EmbeddedViewerConfig,
     LogFormat,
     LoggingConfig,
     LogLevel,
@@ -137,7 +138,10 @@ def _read_backend(node: ConfigNode) -> TracingBackend | None:
     kind = pick(node, "backend", node.args[0], BACKENDS, None)
     if kind is None:
         return None
-    b = Block(node, ["endpoint", "protocol", "headers", "compression", "timeout-ms"])
+    b = Block(
+        node,
+        ["endpoint", "protocol", "headers", "compression", "timeout-ms", "ui", "db", "retention-hours", "max-size-mb"],
+    )
     endpoint = b.string("endpoint", None)
     endpoint_node = b.get("endpoint")
     if endpoint is not None and endpoint_node is not None:
@@ -156,6 +160,12 @@ def _read_backend(node: ConfigNode) -> TracingBackend | None:
     elif protocol is None:
         protocol = infer_otlp_protocol(endpoint)
     headers = _read_headers(b.block("headers"))
+    viewer = _read_viewer(b) if kind is TracingBackendKind.EMBEDDED else None
+    if kind is not TracingBackendKind.EMBEDDED:
+        for key in ("ui", "db", "retention-hours", "max-size-mb"):
+            other = b.get(key)
+            if other is not None:
+                other.error(f'{key} applies to backend "embedded" only (the built-in trace viewer)')
     return TracingBackend(
         kind=kind,
         endpoint=endpoint or DEFAULT_ENDPOINTS[(kind, protocol)],
@@ -163,6 +173,26 @@ def _read_backend(node: ConfigNode) -> TracingBackend | None:
         headers=headers,
         compression=_none_if_none(b.choice("compression", _COMPRESSION, None)),
         timeout_ms=b.integer("timeout-ms", 10000, minimum=1, maximum=600_000),
+        viewer=viewer,
+    )
+
+
+def _read_viewer(b: Block) -> EmbeddedViewerConfig:
+    """`ui "127.0.0.1:16686"; db "/var/lib/sentinel/traces.db"; retention-hours 24; max-size-mb 512`."""
+    d = EmbeddedViewerConfig()
+    ui = d.ui
+    ui_text = b.string("ui", None)
+    ui_node = b.get("ui")
+    if ui_text is not None and ui_node is not None:
+        try:
+            ui = parse_socket_address(ui_text, allow_port_zero=True)
+        except AddressError as exc:
+            ui_node.error(f"ui {exc}")
+    return EmbeddedViewerConfig(
+        ui=ui,
+        db=b.string("db", None),
+        retention_hours=b.number("retention-hours", d.retention_hours, minimum=0.001),
+        max_size_mb=b.number("max-size-mb", d.max_size_mb, minimum=1),
     )
 
 
