@@ -359,7 +359,7 @@ def shop(store: TraceStore) -> Shop:
         )
         if i % 4 == 3:
             child.set_status(Status(StatusCode.ERROR, "boom"))
-        child.end(end_time=start + (i + 1) * 1_000 + i * MS)  # child i lasts i ms
+        child.end(end_time=start + (i + 1) * 1_000 + i * MS + 500)  # child i lasts i ms and half a microsecond
         root.end(end_time=start + (20 + i) * MS)  # root i lasts 20 + i ms
         shop.ids.append(trace_hex(root))
     store.ingest_request(sdk.take())
@@ -408,7 +408,7 @@ ALL = list(range(11, -1, -1))  # newest first
         ({"errors_only": True, "tags": {"db.rows": "7"}}, [7]),
         ({"service": "checkout", "min_duration_us": 5000}, [11, 10, 9, 8, 7, 6, 5]),
         ({"service": "checkout", "min_duration_us": 5001}, [11, 10, 9, 8, 7, 6]),
-        ({"max_duration_us": 3000}, [3, 2, 1, 0]),  # the roots last 20 ms or more
+        ({"max_duration_us": 3000}, [3, 2, 1, 0]),  # whole microseconds, as Jaeger; the roots last 20 ms or more
         ({"min_duration_us": 2000, "max_duration_us": 3000}, [3, 2]),
         ({"min_duration_us": 25_000}, [11, 10, 9, 8, 7, 6, 5]),
         ({"start_us": (T0 + 3 * SECOND) // 1000, "end_us": (T0 + 6 * SECOND) // 1000}, [6, 5, 4, 3]),
@@ -476,6 +476,58 @@ def test_spans_that_start_at_the_same_nanosecond(store: TraceStore) -> None:
     assert sorted(in_that_microsecond) == [f"{i:032x}" for i in range(1, 11)]
     assert found(store, start_us=start // 1000 + 1) == []
     assert sorted(found(store, end_us=start // 1000)) == [f"{i:032x}" for i in range(1, 11)]
+
+
+def test_tag_search_at_bucket_boundaries(db: str, store: TraceStore) -> None:
+    """Spans a nanosecond apart, so that buckets start exactly at a span; one span from a wrong clock's future
+    in every batch, which must not stop buckets from moving on; then retention drops whole buckets."""
+    sent = 0
+    future = T0 + 10 * 365 * 86_400 * SECOND
+    for _ in range(26):
+        request = ExportTraceServiceRequest()
+        spans = request.resource_spans.add().scope_spans.add().spans
+        for i in range(500):
+            sent += 1
+            span = spans.add(
+                trace_id=sent.to_bytes(16, "big"),
+                span_id=sent.to_bytes(8, "big"),
+                start_time_unix_nano=future + sent if i == 250 else T0 + sent,
+            )
+            span.attributes.add(key="n", value=AnyValue(int_value=sent))
+            for a in range(11):
+                span.attributes.add(key=f"a{a}", value=AnyValue(int_value=sent % (a + 2)))
+        assert store.ingest_request(request) == 500
+
+    def buckets() -> list[tuple[int, int]]:
+        with sqlite3.connect(db) as conn:
+            return conn.execute("SELECT b, start_k FROM buckets ORDER BY b").fetchall()
+
+    starts = [start for _, start in buckets()]
+    assert len(starts) >= 4
+    for start in starts[1:]:
+        for n in (start - T0 - 1, start - T0, start - T0 + 1):
+            assert found(store, tags={"n": str(n)}) == [f"{n:032x}"]
+    assert len(store.find_traces(TraceQuery(start_us=future // 1000, limit=100))) == 26
+
+    # Retention up to the middle of the third bucket: the first two go, postings and all.
+    cutoff = starts[2] + 10
+    old = [n for n in range(1, sent + 1) if n % 500 != 251 and T0 + n < cutoff]
+    assert store.enforce_retention(now_ns=cutoff + int(store.retention_secs * SECOND)) == len(old)
+    (first, _), *_ = buckets()
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT count(*) FROM tags WHERE b < ?", (first,)).fetchone()[0] == 0
+    assert found(store, tags={"n": str(old[-1])}) == []
+    assert found(store, tags={"n": str(old[-1] + 1)}) == [f"{old[-1] + 1:032x}"]
+    # A straggler older than every bucket left belongs to the first of them.
+    request = ExportTraceServiceRequest()
+    span = (
+        request.resource_spans.add()
+        .scope_spans.add()
+        .spans.add(trace_id=b"\xee" * 16, span_id=b"\xee" * 8, start_time_unix_nano=T0 + 5)
+    )
+    span.attributes.add(key="n", value=AnyValue(int_value=-1))
+    store.ingest_request(request)
+    assert found(store, tags={"n": "-1"}) == ["ee" * 16]
 
 
 def test_trace_lookup(store: TraceStore) -> None:
