@@ -3,7 +3,8 @@
 A `sentinel traces` process receives spans from the OpenTelemetry SDK over OTLP/gRPC; the browser then
 searches for them, opens the trace, reads the waterfall and a span's details, follows a link to another
 trace, uses the back button, opens `/trace/<id>` directly and an unknown id. Screenshots go to
-$SENTINEL_SCREENSHOTS (or the test's tmp dir) and to docs/images/viewer-*.png for the docs.
+$SENTINEL_SCREENSHOTS (or the test's tmp dir), and to docs/images/viewer-*.png for the docs when
+SENTINEL_UPDATE_DOC_IMAGES=1.
 """
 
 from __future__ import annotations
@@ -253,8 +254,10 @@ class Shop:
 def shoot(page: Page, directory: Path, name: str, full_page: bool = False) -> None:
     path = directory / f"viewer-{name}.png"
     page.screenshot(path=str(path), full_page=full_page)
-    DOCS_IMAGES.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(path, DOCS_IMAGES / path.name)
+    if os.environ.get("SENTINEL_UPDATE_DOC_IMAGES") == "1":
+        # Only on request: a test run must not change tracked files.
+        DOCS_IMAGES.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, DOCS_IMAGES / path.name)
 
 
 def row(page: Page, name: str) -> Locator:
