@@ -478,6 +478,22 @@ def test_spans_that_start_at_the_same_nanosecond(store: TraceStore) -> None:
     assert sorted(found(store, end_us=start // 1000)) == [f"{i:032x}" for i in range(1, 11)]
 
 
+def test_spans_without_a_start_time(store: TraceStore) -> None:
+    """A client that sets no start time sends every span at 0: each still gets a key of its own."""
+    for batch in range(5):
+        request = ExportTraceServiceRequest()
+        spans = request.resource_spans.add().scope_spans.add().spans
+        for i in range(400):
+            n = batch * 400 + i + 1
+            spans.add(trace_id=n.to_bytes(16, "big"), span_id=n.to_bytes(8, "big"), name=f"n{n}")
+        assert store.ingest_request(request) == 400
+    assert store.stats()["spans"] == 2000
+    for n in (1, 400, 401, 1337, 2000):
+        (span,) = store.trace(f"{n:032x}")
+        assert (span.name, span.start_ns) == (f"n{n}", 0)
+    assert len(store.find_traces(TraceQuery(end_us=0, limit=5000))) == 2000
+
+
 def test_tag_search_at_bucket_boundaries(db: str, store: TraceStore) -> None:
     """Spans a nanosecond apart, so that buckets start exactly at a span; one span from a wrong clock's future
     in every batch, which must not stop buckets from moving on; then retention drops whole buckets."""
@@ -706,7 +722,8 @@ def test_search_matches_a_brute_force_oracle(db: str, store: TraceStore) -> None
     # Sent in batches as time goes, a tenth of them one batch late, and some very late at the end: those
     # arrive after their bucket has been closed.
     spans.sort(key=lambda s: s.start)
-    very_late = rng.sample(spans[: len(spans) // 3], 60)
+    third, half = len(spans) // 3, len(spans) // 2
+    very_late = rng.sample(spans[:third], 30) + rng.sample(spans[third:half], 30)  # in the first two buckets
     rest = [s for s in spans if s not in very_late]
     batches: list[list[Planned]] = [rest[i : i + 300] for i in range(0, len(rest), 300)]
     for i in range(len(batches) - 1):
@@ -722,7 +739,7 @@ def test_search_matches_a_brute_force_oracle(db: str, store: TraceStore) -> None
     by_trace: dict[str, int] = {}
     for s in spans:
         by_trace[s.trace_id.hex()] = by_trace.get(s.trace_id.hex(), 0) + 1
-    late = very_late[0]
+    late, later = very_late[0], very_late[-1]
     t_mid = spans[len(spans) // 2].start // 1000
     queries = [
         TraceQuery(),
@@ -743,6 +760,8 @@ def test_search_matches_a_brute_force_oracle(db: str, store: TraceStore) -> None
         TraceQuery(tags={"req": f"req-{spans.index(late)}"}),
         TraceQuery(tags={"req": late.attributes["req"]}),
         TraceQuery(tags={"user.id": str(late.attributes["user.id"]), "shard": str(late.attributes["shard"])}),
+        TraceQuery(tags={"req": later.attributes["req"]}),
+        TraceQuery(tags={"user.id": str(later.attributes["user.id"])}, limit=1000),
         TraceQuery(errors_only=True, limit=1000),
         TraceQuery(service="svc-0", errors_only=True),
         TraceQuery(tags={"error": "true", "http.status_code": "404"}, limit=1000),
@@ -758,7 +777,8 @@ def test_search_matches_a_brute_force_oracle(db: str, store: TraceStore) -> None
         traces = store.find_traces(query)
         assert [t[0].trace_id for t in traces] == expected, query
         assert [len(t) for t in traces] == [by_trace[trace_id] for trace_id in expected], query
-    assert found(store, tags={"req": late.attributes["req"]}) == [late.trace_id.hex()]
+    for span in very_late:
+        assert found(store, tags={"req": span.attributes["req"]}) == [span.trace_id.hex()]
 
 
 def test_postings_survive_reopening(db: str) -> None:

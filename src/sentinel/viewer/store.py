@@ -62,7 +62,7 @@ __all__ = ["StoredSpan", "TraceQuery", "TraceStore"]
 SCHEMA_VERSION: Final = 1
 UNKNOWN_SERVICE: Final = "unknown_service"
 
-_BUCKET_ENTRIES: Final = 32_768  # attributes that fill a bucket
+_BUCKET_ENTRIES: Final = 32_768  # attributes (at least one a span) that fill a bucket
 _MAX_INDEXED_ATTRIBUTES: Final = 1024  # per span (rows of `nums`); SDKs keep 128 by default
 _KEY_MAX: Final = 1 << 62  # start times past 2116 share this key range (their exact value stays in span_data)
 _INT64_MIN: Final = -(1 << 63)
@@ -564,8 +564,8 @@ class TraceStore:
                     if not _INT64_MIN <= duration <= _INT64_MAX:
                         duration = _clamp64(duration)
                     hashes = [crc32(attribute) for attribute in span.attributes]
-                    if k >= newest_start:
-                        newest_entries += len(hashes)
+                    if k >= newest_start:  # a span counts at least once: buckets of bare spans end too
+                        newest_entries += len(hashes) or 1
                     span_rows.append(
                         (
                             k,
@@ -630,18 +630,33 @@ class TraceStore:
 
     @staticmethod
     def _free_keys(conn: sqlite3.Connection, keys: list[int]) -> dict[int, int]:
+        """New keys for those of `keys` that stored spans hold: the next free nanosecond after each.
+
+        Runs of taken keys (spans that all claim the same start, such as 0 from a client that sets none)
+        are stepped over a page of keys at a time, so that a crowd does not cost a query per member."""
         taken: set[int] = set()
         for chunk in _chunks(keys):
             taken.update(k for (k,) in conn.execute(f"SELECT k FROM spans WHERE k IN ({_marks(len(chunk))})", chunk))
         in_batch = set(keys)
         remap: dict[int, int] = {}
-        for k in keys:
-            if k in taken:
-                new = k + 1
-                while new in in_batch or conn.execute("SELECT 1 FROM spans WHERE k = ?", (new,)).fetchone():
+        frontier = _INT64_MIN  # keys below it have been looked at already
+        for k in sorted(taken):
+            new = max(k + 1, frontier)
+            while True:
+                while new in in_batch:
                     new += 1
-                in_batch.add(new)
-                remap[k] = new
+                stored = [
+                    row for (row,) in conn.execute("SELECT k FROM spans WHERE k >= ? ORDER BY k LIMIT 256", (new,))
+                ]
+                run = 0
+                while run < len(stored) and stored[run] == new + run:
+                    run += 1
+                if run == 0:
+                    break
+                new += run
+            in_batch.add(new)
+            remap[k] = new
+            frontier = new + 1
         return remap
 
     def _start_bucket(self, conn: sqlite3.Connection, span_rows: list[_SpanRow]) -> None:
@@ -694,7 +709,8 @@ class TraceStore:
         self._open_from = 0 if oldest_open == 0 else rows[oldest_open][1]
         self._newest_entries = int(
             conn.execute(
-                "SELECT coalesce(sum(length(tagset)), 0) / 4 FROM spans WHERE k >= ?", (self._bucket_starts[-1],)
+                "SELECT coalesce(sum(max(length(tagset) / 4, 1)), 0) FROM spans WHERE k >= ?",
+                (self._bucket_starts[-1],),
             ).fetchone()[0]
         )
 
