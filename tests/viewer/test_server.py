@@ -5,17 +5,9 @@ where the proxy runs the viewer itself and a trace id from the access log opens 
 from __future__ import annotations
 
 import json
-import re
-import signal
 import socket
-import subprocess
-import sys
-import threading
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
@@ -30,66 +22,13 @@ from tests.support.client import request
 from tests.support.configs import proxy_config
 from tests.support.process import sentinel, wait_for
 from tests.support.upstream import UpstreamServer
-
-_LINE = re.compile(r"sentinel traces: (otlp grpc|otlp http|ui) on (\S+):(\d+)")
-
-
-class Viewer:
-    """A running `sentinel traces` on free ports."""
-
-    def __init__(self, db: Path) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "sentinel.cli.main", "traces", "--db", str(db), "--grpc", "127.0.0.1:0",
-             "--http", "127.0.0.1:0", "--ui", "127.0.0.1:0"],
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self.ports: dict[str, int] = {}
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        wait_for(lambda: len(self.ports) == 3 or self.proc.poll() is not None, 20, what="the viewer to listen")
-        assert len(self.ports) == 3, "\n".join(self.lines)
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.lines.append(line)
-            match = _LINE.search(line)
-            if match:
-                self.ports[match.group(1)] = int(match.group(3))
-
-    def get(self, path: str) -> tuple[int, dict[str, str], bytes]:
-        return http("GET", self.ports["ui"], path)
-
-    def api(self, path: str) -> Any:
-        status, _, body = self.get(path)
-        assert status == 200, body
-        return json.loads(body)
-
-    def stop(self) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        code = self.proc.wait(20)
-        self._reader.join(5)
-        return code
-
-
-def http(
-    method: str, port: int, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
-) -> tuple[int, dict[str, str], bytes]:
-    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=body, method=method, headers=headers or {})
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return resp.status, {k.lower(): v for k, v in resp.headers.items()}, resp.read()
-    except urllib.error.HTTPError as err:
-        return err.code, {k.lower(): v for k, v in err.headers.items()}, err.read()
+from tests.support.viewer import ViewerProcess, http, viewer_process
 
 
 @pytest.fixture
-def viewer(tmp_path: Path) -> Iterator[Viewer]:
-    v = Viewer(tmp_path / "traces.db")
-    yield v
-    assert v.stop() == 0
+def viewer(tmp_path: Path) -> Iterator[ViewerProcess]:
+    with viewer_process(tmp_path / "traces.db") as v:
+        yield v
 
 
 def sdk_spans(service: str) -> tuple[TracerProvider, InMemorySpanExporter]:
@@ -112,7 +51,7 @@ def make_trace(provider: TracerProvider) -> tuple[str, str, str]:
     return format_trace_id(ctx.trace_id), format_span_id(ctx.span_id), format_span_id(child_ctx.span_id)
 
 
-def test_grpc_export_and_the_jaeger_api(viewer: Viewer) -> None:
+def test_grpc_export_and_the_jaeger_api(viewer: ViewerProcess) -> None:
     provider = TracerProvider(resource=Resource.create({"service.name": "shop"}))
     provider.add_span_processor(
         SimpleSpanProcessor(OTLPSpanExporter(endpoint=f"http://127.0.0.1:{viewer.ports['otlp grpc']}", insecure=True))
@@ -137,7 +76,7 @@ def test_grpc_export_and_the_jaeger_api(viewer: Viewer) -> None:
     assert viewer.api("/api/traces?service=shop&operation=charge&minDuration=1h")["data"] == []
 
 
-def test_http_export_protobuf_and_json(viewer: Viewer) -> None:
+def test_http_export_protobuf_and_json(viewer: ViewerProcess) -> None:
     provider, memory = sdk_spans("billing")
     trace_id, _root_id, _ = make_trace(provider)
     body = encode_spans(memory.get_finished_spans()).SerializeToString()
@@ -185,7 +124,7 @@ def test_http_export_protobuf_and_json(viewer: Viewer) -> None:
     assert {t["key"]: t["value"] for t in span["tags"]}["k"] == 7
 
 
-def test_bad_input_gets_4xx_and_the_viewer_carries_on(viewer: Viewer) -> None:
+def test_bad_input_gets_4xx_and_the_viewer_carries_on(viewer: ViewerProcess) -> None:
     port = viewer.ports["otlp http"]
     assert http("POST", port, "/v1/traces", b"\xff\x00garbage", {"Content-Type": "application/x-protobuf"})[0] == 400
     assert http("POST", port, "/v1/traces", b"{not json", {"Content-Type": "application/json"})[0] == 400
@@ -198,7 +137,7 @@ def test_bad_input_gets_4xx_and_the_viewer_carries_on(viewer: Viewer) -> None:
     assert viewer.api("/api/services")["data"] == []
 
 
-def test_ui_routes_serve_the_page(viewer: Viewer) -> None:
+def test_ui_routes_serve_the_page(viewer: ViewerProcess) -> None:
     for path in ("/", "/search?service=x", "/trace/4bf92f3577b34da6a3ce929d0e0e4736"):
         status, headers, body = viewer.get(path)
         assert status == 200

@@ -9,17 +9,10 @@ SENTINEL_UPDATE_DOC_IMAGES=1.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
-import signal
-import subprocess
-import sys
-import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,12 +26,12 @@ from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode,
 from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 
 from tests.support.process import wait_for
+from tests.support.viewer import ViewerProcess, viewer_process
 
 REPO = Path(__file__).resolve().parents[2]
 DOCS_IMAGES = REPO / "docs" / "images"
 UNKNOWN_TRACE = "0123456789abcdef0123456789abcdef"
 TIMEOUT_MS = 15_000
-_LINE = re.compile(r"sentinel traces: (otlp grpc|otlp http|ui) on (\S+):(\d+)")
 
 
 def chromium_executable() -> str:
@@ -61,82 +54,10 @@ def chromium_executable() -> str:
     )
 
 
-class Viewer:
-    """`sentinel traces` on free ports; its stderr is kept for failure messages."""
-
-    def __init__(self, db: Path) -> None:
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "sentinel.cli.main",
-                "traces",
-                "--db",
-                str(db),
-                "--grpc",
-                "127.0.0.1:0",
-                "--http",
-                "127.0.0.1:0",
-                "--ui",
-                "127.0.0.1:0",
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self.ports: dict[str, int] = {}
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.lines.append(line.rstrip("\n"))
-            match = _LINE.search(line)
-            if match:
-                self.ports[match.group(1)] = int(match.group(3))
-
-    def wait_ready(self) -> None:
-        wait_for(lambda: len(self.ports) == 3 or self.proc.poll() is not None, 30, what="`sentinel traces` to listen")
-        assert len(self.ports) == 3, f"sentinel traces did not start:\n{self.log()}"
-
-    def log(self) -> str:
-        return "\n".join(self.lines)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.ports['ui']}"
-
-    def span_count(self, trace_id: str) -> int:
-        try:
-            with urllib.request.urlopen(f"{self.url}/api/traces/{trace_id}", timeout=5) as resp:
-                return len(json.load(resp)["data"][0]["spans"])
-        except urllib.error.HTTPError:
-            return 0
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._reader.join(5)
-        return self.proc.returncode
-
-
 @pytest.fixture
-def viewer(tmp_path: Path) -> Iterator[Viewer]:
-    v = Viewer(tmp_path / "traces.db")
-    try:
-        v.wait_ready()
+def viewer(tmp_path: Path) -> Iterator[ViewerProcess]:
+    with viewer_process(tmp_path / "traces.db") as v:
         yield v
-    finally:
-        code = v.stop()
-    assert code == 0, f"sentinel traces exited with {code}:\n{v.log()}"
 
 
 @pytest.fixture
@@ -266,7 +187,7 @@ def row(page: Page, name: str) -> Locator:
     return page.get_by_test_id("span-row").filter(has=exact)
 
 
-def test_search_open_a_trace_and_read_a_span(browser: Browser, viewer: Viewer, screenshots: Path) -> None:
+def test_search_open_a_trace_and_read_a_span(browser: Browser, viewer: ViewerProcess, screenshots: Path) -> None:
     shop = Shop(viewer.ports["otlp grpc"])
     wait_for(
         lambda: viewer.span_count(shop.trace_id) == 5 and viewer.span_count(shop.cart_id) == 1,
