@@ -43,9 +43,17 @@ def answers(port: int) -> bool:
         return False
 
 
-def wait_until(what: str, ready: Callable[[], bool], procs: list[subprocess.Popen[bytes]], timeout: float = 30) -> None:
+def wait_until(
+    what: str,
+    ready: Callable[[], bool],
+    procs: list[subprocess.Popen[bytes]],
+    stopping: Callable[[], bool],
+    timeout: float = 30,
+) -> None:
     deadline = time.monotonic() + timeout
     while not ready():
+        if stopping():
+            raise KeyboardInterrupt  # Ctrl-C while starting: stop what started
         for proc in procs:
             if proc.poll() is not None:
                 raise SystemExit(f"quick start: {proc.args!r} exited with {proc.returncode}")
@@ -78,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     if busy:
         print(f"quick start: ports already in use: {', '.join(busy)}; stop what uses them or pass --free-ports")
         return 1
-    directory = Path(args.dir)
+    directory = Path(args.dir).resolve()  # the children run from the repository root
     directory.mkdir(parents=True, exist_ok=True)
     config = directory / "sentinel.kdl"
     config.write_text(config_text(str(directory), ports))
@@ -126,13 +134,21 @@ def main(argv: list[str] | None = None) -> int:
         )
         wait_until(
             "the demo backend and the agents",
-            lambda: answers(ports["backend"])
-            and (directory / "auth.sock").exists()
-            and (directory / "ratelimit.sock").exists(),
+            lambda: (
+                answers(ports["backend"])
+                and (directory / "auth.sock").exists()
+                and (directory / "ratelimit.sock").exists()
+            ),
             procs,
+            lambda: stopping,
         )
         start("-m", "sentinel.cli.main", "-c", str(config))
-        wait_until("the proxy and its trace viewer", lambda: answers(ports["proxy"]) and answers(ports["ui"]), procs)
+        wait_until(
+            "the proxy and its trace viewer",
+            lambda: answers(ports["proxy"]) and answers(ports["ui"]),
+            procs,
+            lambda: stopping,
+        )
         proxy = f"http://127.0.0.1:{ports['proxy']}"
         auth = f"-H 'Authorization: Bearer {TOKEN}'"
         print(
@@ -165,6 +181,8 @@ quick start ready
                     print(f"quick start: {proc.args!r} exited with {proc.returncode}; stopping", flush=True)
                     stopping = True
             time.sleep(0.2)
+    except KeyboardInterrupt:
+        pass  # Ctrl-C while starting up
     finally:
         for proc in reversed(procs):
             if proc.poll() is None:

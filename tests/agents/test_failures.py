@@ -273,3 +273,61 @@ def test_broken_frames_get_the_failure_mode(
             connected(proc, "raw", times=2)
         # And the proxy serves on (a route without the agent would be unaffected too).
         assert request(proc.port, path="/health").status == 200
+
+
+def test_configure_is_sent_and_a_rejection_keeps_the_agent_out(
+    tmp_path: Path, upstream: UpstreamServer, agents: Agents
+) -> None:
+    agents.start("a")
+    agents.start("b")
+    specs = [
+        AgentSpec("a", agents.socket("a"), extra="        config {\n            level 3\n        }\n"),
+        AgentSpec(
+            "b",
+            agents.socket("b"),
+            failure_mode="closed",
+            extra="        config {\n            reject #true\n        }\n",
+        ),
+    ]
+    with sentinel(tmp_path, Setup(upstream.address, specs, ["a", "b"]).kdl()) as proc:
+        connected(proc, "a")
+        (configure,) = agents.events("a", "configure")
+        assert configure["config"] == {"level": 3}
+        wait_for(lambda: proc.saw("agent b unavailable"), what="b's rejected configuration")
+        assert "configuration rejected" in proc.log()
+        resp = request(proc.port, path="/anything", headers={"x-agent-a": "block"})
+        assert resp.status == 403  # a, configured, answers
+        assert request(proc.port, path="/anything").status == 503  # b never accepted its config
+
+
+def test_calls_queued_when_the_connection_dies_do_not_go_into_it(
+    tmp_path: Path, upstream: UpstreamServer, agents: Agents
+) -> None:
+    agent = agents.start("a")
+    spec = AgentSpec("a", agents.socket("a"), failure_mode="closed", timeout_ms=20_000, max_concurrent=1)
+    with sentinel(tmp_path, Setup(upstream.address, [spec], ["a"]).kdl()) as proc:
+        connected(proc, "a")
+        with RawClient(proc.port) as first, RawClient(proc.port) as second:
+            first.send(b"GET /anything HTTP/1.1\r\nHost: t\r\nx-agent-a: sleep:60000\r\n\r\n")
+            wait_for(lambda: len(agents.events("a", "request_headers")) == 1, what="the first call")
+            second.send(b"GET /anything HTTP/1.1\r\nHost: t\r\n\r\n")  # waits: max-concurrent-calls 1
+            agent.kill()
+            # Both fail as unavailable at once; the queued call did not wait 20 s in a dead connection.
+            for client in (first, second):
+                resp = client.read_response()
+                assert resp.status == 503
+                assert resp.json()["error"] == "agent a unavailable"
+
+
+def test_v1_call_that_times_out_does_not_block_the_next(
+    tmp_path: Path, upstream: UpstreamServer, agents: Agents
+) -> None:
+    agents.start("a", "--protocol", "v1")
+    spec = AgentSpec("a", agents.socket("a"), protocol="v1", timeout_ms=300)
+    with sentinel(tmp_path, Setup(upstream.address, [spec], ["a"]).kdl()) as proc:
+        connected(proc, "a")
+        assert request(proc.port, path="/anything", headers={"x-agent-a": "sleep:60000"}).status == 200  # fail-open
+        # v1 is one call at a time: the stuck call's connection is replaced, and the next call is answered.
+        connected(proc, "a", times=2)
+        resp = request(proc.port, path="/anything", headers={"x-agent-a": "block"})
+        assert resp.status == 403

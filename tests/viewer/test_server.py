@@ -4,8 +4,11 @@ where the proxy runs the viewer itself and a trace id from the access log opens 
 
 from __future__ import annotations
 
+import gzip
 import json
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -185,3 +188,65 @@ def http_refused(port: int) -> bool:
             return False
     except OSError:
         return True
+
+
+def raw_exchange(port: int, data: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(data)
+        chunks = []
+        while chunk := s.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_bad_framing_on_the_otlp_http_receiver(viewer: ViewerProcess) -> None:
+    port = viewer.ports["otlp http"]
+    negative = raw_exchange(
+        port,
+        b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\nContent-Length: -1\r\n\r\n",
+    )
+    assert negative.startswith(b"HTTP/1.1 400")
+    chunked = raw_exchange(
+        port,
+        b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    )
+    assert chunked.startswith(b"HTTP/1.1 411")
+    assert chunked.count(b"HTTP/1.1 ") == 1  # the chunk bytes were not read as another request
+    # A gzip body that inflates past the limit is refused without inflating it all.
+    bomb = gzip.compress(b"\0" * (80 * 1024 * 1024))
+    status, _, _ = http(
+        "POST", port, "/v1/traces", bomb, {"Content-Type": "application/x-protobuf", "Content-Encoding": "gzip"}
+    )
+    assert status == 400
+    assert viewer.api("/api/services")["data"] == []
+
+
+def test_a_taken_port_is_a_clear_error(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "sentinel.cli.main",
+                "traces",
+                "--db",
+                str(tmp_path / "t.db"),
+                "--grpc",
+                f"127.0.0.1:{port}",
+                "--http",
+                "127.0.0.1:0",
+                "--ui",
+                "127.0.0.1:0",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    assert result.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert "Traceback" not in result.stderr

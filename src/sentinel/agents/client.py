@@ -12,7 +12,13 @@ from collections.abc import Callable
 from typing import Any
 
 from sentinel import __version__
-from sentinel.agents.connection import AgentConnection, V1Connection, V2Connection
+from sentinel.agents.connection import (
+    CANCEL_CLIENT_GONE,
+    CANCEL_TIMEOUT,
+    AgentConnection,
+    V1Connection,
+    V2Connection,
+)
 from sentinel.agents.reply import AgentReply, read_reply
 from sentinel.config.model import AgentConfig, AgentProtocolVersion
 from sentinel_agent_sdk.protocol import ProtocolError
@@ -24,8 +30,6 @@ CONNECT_TIMEOUT = 5.0
 PING_INTERVAL = 5.0
 _BACKOFF_FIRST = 0.05
 _BACKOFF_MAX = 5.0
-CANCEL_CLIENT_GONE = 1
-CANCEL_TIMEOUT = 2
 
 
 class AgentCall:
@@ -159,9 +163,9 @@ class AgentClient:
         conn = self.conn
         if conn is None or not self.breaker.allow(self.loop.time()):
             return False
-        conn.notify(kind, event_type, call_id, rest)
+        sent = conn.notify(kind, event_type, call_id, rest)
         self.breaker.probing = False  # a notification proves nothing either way
-        return True
+        return sent
 
     def cancel(self, call: AgentCall) -> None:
         """The request went away: forget the call (and tell the agent), without calling back."""
@@ -169,6 +173,7 @@ class AgentClient:
             return
         call.outcome = "cancelled"
         call.rest = b""
+        call.on_done = None  # the call may sit in a deadline queue: it must not keep the request alive
         if call.sent:
             self.active -= 1
             if self.conn is not None:
@@ -218,7 +223,7 @@ class AgentClient:
 
     def _expire(self, timeout: float) -> None:
         """Time out the calls whose deadline has passed; finished ones just leave the queue."""
-        del self.deadline_timers[timeout]
+        self.deadline_timers.pop(timeout, None)
         queue = self.deadlines[timeout]
         now = self.loop.time()
         while queue:
@@ -230,7 +235,8 @@ class AgentClient:
                 self._timed_out(head)
             else:
                 break
-        if queue:
+        # A call made while timing these out (a pipelined request starting) may have armed a timer already.
+        if queue and timeout not in self.deadline_timers:
             self.deadline_timers[timeout] = self.loop.call_at(queue[0].deadline, self._expire, timeout)
 
     def _timed_out(self, call: AgentCall) -> None:
@@ -267,6 +273,12 @@ class AgentClient:
             on_done(call)
 
     # -- the connection -----------------------------------------------------------------------------
+
+    def connection_ended(self, conn: AgentConnection) -> None:
+        """The connection closed: calls wait for the reconnect (within their timeout) instead of going to it."""
+        if self.conn is conn:
+            self.conn = None
+            self.connecting = self.task is not None
 
     def log_protocol_error(self, error: str) -> None:
         log.warning("agent %s broke the protocol (%s): closing the connection", self.id, error)

@@ -63,8 +63,8 @@ class AgentConnection(asyncio.Protocol):
     def cancel(self, call: AgentCall) -> None:
         raise NotImplementedError
 
-    def notify(self, kind: int, event_type: str, call_id: str, rest: bytes) -> None:
-        """A fire-and-forget event (`log`): its answer is read and dropped."""
+    def notify(self, kind: int, event_type: str, call_id: str, rest: bytes) -> bool:
+        """A fire-and-forget event (`log`): its answer is read and dropped. False if it was not sent."""
         raise NotImplementedError
 
     def ping(self) -> None:
@@ -83,6 +83,8 @@ class AgentConnection(asyncio.Protocol):
         self.transport = None
         if not self.closed.done():
             self.closed.set_result(self.failure)
+        # First, so that the calls failed below do not pull queued ones into this dead connection.
+        self.client.connection_ended(self)
         self.fail_all()
 
     def fail_all(self) -> None:
@@ -107,6 +109,7 @@ class V2Connection(AgentConnection):
         super().__init__(client)
         self.decoder = FrameDecoder()
         self.pending: dict[str, AgentCall] = {}
+        self.abandoned: dict[str, float] = {}  # ids of calls given up on (timeout, cancel) → when
         self.out: list[bytes] = []  # frames written at the end of this loop iteration, in one syscall
         self.control: dict[int, asyncio.Future[dict[str, Any]]] = {}  # handshake / configure answers
         self.configure_id = ""
@@ -144,8 +147,9 @@ class V2Connection(AgentConnection):
 
     def send(self, call: AgentCall) -> None:
         call_id = call.call_id
-        if call_id in self.pending:
-            # Two requests with the same incoming correlation id: one event per id may be in flight.
+        if call_id in self.pending or call_id in self.abandoned:
+            # One event per id may be in flight (two requests can carry the same incoming correlation
+            # id), and an id whose late answer may still come must not be reused: a new one.
             self.next_id += 1
             call_id = call.call_id = f"{call_id}~{self.next_id}"
         self.pending[call_id] = call
@@ -167,14 +171,16 @@ class V2Connection(AgentConnection):
 
     def cancel(self, call: AgentCall) -> None:
         if self.pending.pop(call.call_id, None) is not None:
+            self.abandoned[call.call_id] = asyncio.get_running_loop().time()
             self._write(
                 encode_frame(
                     CANCEL, {"correlation_id": call.call_id, "reason": call.cancel_reason, "timestamp_ms": _now_ms()}
                 )
             )
 
-    def notify(self, kind: int, event_type: str, call_id: str, rest: bytes) -> None:
+    def notify(self, kind: int, event_type: str, call_id: str, rest: bytes) -> bool:
         self._write(encode_frame(kind, event_payload(call_id, rest)))
+        return True
 
     def ping(self) -> None:
         if self.pings_unanswered >= 2:
@@ -184,6 +190,10 @@ class V2Connection(AgentConnection):
                 self.transport.abort()
             return
         self.pings_unanswered += 1
+        if self.abandoned:
+            # Late answers that never came: after a minute their ids are free again.
+            cutoff = asyncio.get_running_loop().time() - _ABANDONED_SECS
+            self.abandoned = {k: t for k, t in self.abandoned.items() if t > cutoff}
         self._write(encode_frame(PING, {"sequence": self.next_id, "timestamp_ms": _now_ms()}))
 
     def data_received(self, data: bytes) -> None:
@@ -198,8 +208,8 @@ class V2Connection(AgentConnection):
                             call = self.pending.pop(call_id[1:-1].decode(), None)
                             if call is not None:
                                 self.client.replied(call, ALLOWED)
-                            continue
-                    self._answer(load_object(payload))
+                                continue
+                    self._answer(load_object(payload))  # anything else, and the Configure answer
                 elif kind == PONG:
                     self.pings_unanswered = 0
                 elif kind == HANDSHAKE_RESPONSE:
@@ -225,7 +235,9 @@ class V2Connection(AgentConnection):
             future = self.control.pop(AGENT_RESPONSE, None)
             if future is not None and not future.done():
                 future.set_result(message)
-        # Otherwise: a call already timed out or cancelled, or a log event's answer. Dropped.
+            return
+        # A call that timed out or was cancelled (its id may be used again now), or a log event's answer.
+        self.abandoned.pop(call_id, None)
 
     def fail_all(self) -> None:
         pending, self.pending = self.pending, {}
@@ -285,18 +297,28 @@ class V1Connection(AgentConnection):
         self.waiting.append(call)
         self._next()
 
-    def notify(self, kind: int, event_type: str, call_id: str, rest: bytes) -> None:
+    def notify(self, kind: int, event_type: str, call_id: str, rest: bytes) -> bool:
         from sentinel.agents.client import AgentCall  # noqa: PLC0415 (import cycle)
 
+        if len(self.waiting) >= _V1_LOG_BACKLOG:
+            return False  # one call at a time: log events must not hold up requests behind them
         call = AgentCall(kind, event_type, call_id, rest, None)
         self.waiting.append(call)
         self._next()
+        return True
 
     def cancel(self, call: AgentCall) -> None:
         try:
             self.waiting.remove(call)
         except ValueError:
-            # Already sent: its answer will come and must be dropped, in its place in the line.
+            if call.cancel_reason == CANCEL_TIMEOUT:
+                # Sent and unanswered in time: the line is stuck behind it, and v1 has no other way to
+                # recover than a new connection (the calls behind it fail now instead of timing out).
+                self.failure = "timeout"
+                if self.transport is not None:
+                    self.transport.abort()
+                return
+            # The client went away: its answer will come and must be dropped, in its place in the line.
             self.line = collections.deque(None if c is call else c for c in self.line)
 
     def _next(self) -> None:
@@ -339,6 +361,13 @@ class V1Connection(AgentConnection):
             self.client.failed(call, self.failure)
         if self.configured is not None and not self.configured.done():
             self.configured.set_exception(ConnectionError("the agent closed the connection during set-up"))
+
+
+# Cancel reasons sent to the agent.
+CANCEL_CLIENT_GONE = 1
+CANCEL_TIMEOUT = 2
+_ABANDONED_SECS = 60.0
+_V1_LOG_BACKLOG = 100
 
 
 def _check_configured(reply: dict[str, Any]) -> None:

@@ -14,6 +14,8 @@ BLOCK = "block"
 REDIRECT = "redirect"
 CHALLENGE = "challenge"
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+# A block answer carries a body: 1xx, 204 and 304 cannot (RFC 9110), so they are not accepted.
+_BLOCK_STATUSES = frozenset(range(200, 600)) - {204, 304}
 _NO_OPS: HeaderOps = ()
 
 
@@ -53,25 +55,25 @@ def read_reply(message: dict[str, Any]) -> AgentReply:
         params = _dict(params)
         if kind == BLOCK:
             reply.decision = BLOCK
-            reply.status = _status(params.get("status", 403), range(100, 600))
+            reply.status = _status(params.get("status", 403), _BLOCK_STATUSES)
             body = params.get("body")
             reply.body = body.encode() if isinstance(body, str) else b""
             reply.headers = _header_map(params.get("headers"))
         elif kind == REDIRECT:
             url = params.get("url")
-            if not isinstance(url, str) or not url or "\r" in url or "\n" in url:
-                raise ProtocolError("redirect without a valid url")
+            if not isinstance(url, str) or not url:
+                raise ProtocolError("redirect without a url")
             reply.decision = REDIRECT
             reply.status = _status(params.get("status", 302), _REDIRECT_STATUSES)
-            reply.headers = [(b"location", url.encode())]
+            reply.headers = [(b"location", _header_value(url))]
         elif kind == CHALLENGE:
             # SPEC §5: a 403 that carries the challenge's parameters as headers.
             reply.decision = CHALLENGE
             reply.status = 403
             challenge_type = params.get("challenge_type")
-            reply.headers = [(b"x-challenge-type", _text(challenge_type or "challenge").encode())]
+            reply.headers = [(b"x-challenge-type", _header_value(challenge_type or "challenge"))]
             for name, value in _dict(params.get("params")).items():
-                reply.headers.append((_header_name(f"x-challenge-{name}"), _text(value).encode()))
+                reply.headers.append((_header_name(f"x-challenge-{name}"), _header_value(value)))
         else:
             raise ProtocolError(f"unknown decision {kind!r}")
     else:

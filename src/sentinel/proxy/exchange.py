@@ -228,7 +228,8 @@ class Exchange:
         self.request_done = True
         if self.inspecting:
             self.inspecting = False
-            self._inspect_request_body()
+            if not self.done:  # not already answered (a 413 while the body was read)
+                self._inspect_request_body()
             return
         conn = self.conn
         if conn is not None:
@@ -823,6 +824,18 @@ class Exchange:
         if conn is not None:
             conn.abort()
         if self.done:
+            return
+        if self.held_head is not None:
+            # Held for response agents: nothing reached the client yet, so it can still get a clean 502.
+            if self.agent_round is not None:
+                self.agent_round.cancel()
+                self.agent_round = None
+            self.held_head = None
+            self.held_phases = 0
+            self.out.clear()
+            self.response_started = False
+            self.last_failure = failure
+            self._give_up()
             return
         if self.response_started:
             # Half a response is worse than none: cut the client off so it sees the failure.

@@ -8,7 +8,6 @@ whose work is in SQLite and protobuf decoding, both of which release the GIL for
 from __future__ import annotations
 
 import base64
-import gzip
 import json
 import logging
 import re
@@ -70,9 +69,12 @@ class ViewerServer:
         # ExportTraceServiceResponse.
         handler: grpc.RpcMethodHandler[bytes, bytes] = grpc.unary_unary_rpc_method_handler(self._export)
         server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(_EXPORT_SERVICE, {"Export": handler})])
-        port = server.add_insecure_port(f"{_host(grpc_address)}:{grpc_address.port}")
+        try:
+            port = server.add_insecure_port(f"{_host(grpc_address)}:{grpc_address.port}")
+        except RuntimeError:  # grpcio reports a failed bind this way
+            port = 0
         if port == 0:
-            raise OSError(f"cannot listen on {grpc_address} for OTLP/gRPC")
+            raise OSError(f"cannot listen on {grpc_address} for OTLP/gRPC (in use?)")
         server.start()
         self._grpc = server
         self.bound["otlp grpc"] = (grpc_address.host, port)
@@ -178,7 +180,17 @@ class _Handler(BaseHTTPRequestHandler):
             self._drain()
             self._json(jaeger.error_response(404, f"no such path {path}"), HTTPStatus.NOT_FOUND)
             return
-        length = int(self.headers.get("content-length") or 0)
+        if self.headers.get("transfer-encoding"):
+            # OTLP exporters send a Content-Length; a chunked body is not read here, so the connection ends.
+            self.close_connection = True
+            self._plain(HTTPStatus.LENGTH_REQUIRED, "send the body with a Content-Length")
+            return
+        length_text = self.headers.get("content-length") or "0"
+        if not length_text.isdigit():
+            self.close_connection = True
+            self._plain(HTTPStatus.BAD_REQUEST, "bad Content-Length")
+            return
+        length = int(length_text)
         if length > _MAX_BODY:
             self.close_connection = True
             self._plain(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "request too large")
@@ -228,21 +240,29 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def _drain(self) -> None:
-        length = int(self.headers.get("content-length") or 0)
-        if 0 < length <= _MAX_BODY:
-            self.rfile.read(length)
-        elif length:
+        text = self.headers.get("content-length") or "0"
+        if text.isdigit() and int(text) <= _MAX_BODY and not self.headers.get("transfer-encoding"):
+            self.rfile.read(int(text))
+        else:
             self.close_connection = True
 
 
 def _decompress(body: bytes, encoding: str) -> bytes:
+    """The body as sent, decompressed up to the same 64 MiB limit (a small bomb must not fill memory)."""
     if encoding in ("", "identity"):
         return body
     if encoding == "gzip":
-        return gzip.decompress(body)
-    if encoding == "deflate":
-        return zlib.decompress(body)
-    raise ValueError(f"unsupported content-encoding {encoding!r}")
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    elif encoding == "deflate":
+        inflater = zlib.decompressobj()
+    else:
+        raise ValueError(f"unsupported content-encoding {encoding!r}")
+    data = inflater.decompress(body, _MAX_BODY + 1)
+    if len(data) > _MAX_BODY or inflater.unconsumed_tail:
+        raise ValueError(f"the body decompresses to more than {_MAX_BODY} bytes")
+    if not inflater.eof:
+        raise ValueError("truncated compressed body")
+    return data
 
 
 # OTLP/JSON writes trace and span ids as hex, where protobuf's JSON mapping expects base64.
