@@ -1,9 +1,10 @@
 """Pure-Python cost of one proxied request, without sockets: a profiling aid for the request path.
 
-    .venv/bin/python bench/hotpath.py [N] [off|metrics|access|both]
+    .venv/bin/python bench/hotpath.py [N] [off|metrics|access|both|trace-0|trace-1]
 
 The second argument turns on metric recording, the access log (lines formatted and batched, the
-batches discarded), or both.
+batches discarded), or both; or tracing with every request unsampled (trace-0) or sampled (trace-1),
+spans encoded and batched, the batches discarded.
 
 Drives HttpProtocol and UpstreamConnection with in-memory transports: a GET arrives, is routed and
 forwarded on a pooled upstream connection, and a small response comes back. What this prints is the
@@ -22,6 +23,7 @@ from sentinel.logging.access import AccessLog
 from sentinel.metrics.recording import WorkerMetrics
 from sentinel.proxy.builtins import Builtins, InstanceInfo
 from sentinel.proxy.listener import HttpProtocol, ListenerContext
+from sentinel.tracing.recorder import SpanRecorder
 from sentinel.upstream.cluster import Cluster
 from sentinel.upstream.connection import UpstreamConnection
 
@@ -72,12 +74,17 @@ class FakeTransport:
 
 async def main(n: int, mode: str) -> None:
     loop = asyncio.get_running_loop()
-    config = load_config_text(CONFIG, "hotpath.kdl")
+    tracing = ""
+    if mode.startswith("trace-"):
+        rate = "1.0" if mode == "trace-1" else "0"
+        tracing = f'observability {{ tracing {{ backend "otlp"; sampling-rate {rate}; }}; }}'
+    config = load_config_text(CONFIG + tracing, "hotpath.kdl")
+    recorder = SpanRecorder(lambda _batch: None, lambda: 0) if tracing else None
     clusters = {uid: Cluster(u, loop) for uid, u in config.upstreams.items()}
     metrics = WorkerMetrics() if mode in ("metrics", "both") else None
     access = AccessLog(AccessLogConfig(), lambda _batch: None, lambda: 0) if mode in ("access", "both") else None
     builtins = Builtins(config, InstanceInfo())
-    ctx = ListenerContext(config, config.listeners[0], builtins, clusters, loop, None, None, metrics, access)
+    ctx = ListenerContext(config, config.listeners[0], builtins, clusters, loop, None, recorder, metrics, access)
     client = FakeTransport(("127.0.0.1", 50000))
     proto = HttpProtocol(ctx)
     proto.connection_made(client)  # type: ignore[arg-type]
