@@ -12,8 +12,10 @@ Standard library only, so that agents need nothing else to speak the protocol.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import struct
+from collections.abc import Callable
 from typing import Any
 
 # v2 message types (the Rust original's `v2/uds.rs`, not its stale protocol.md table).
@@ -113,6 +115,29 @@ def encode_v1(message: Any) -> bytes:
     if len(body) > MAX_MESSAGE_V1:
         raise ProtocolError(f"message of {len(body)} bytes is over the {MAX_MESSAGE_V1}-byte limit")
     return _LENGTH.pack(len(body)) + body
+
+
+class LoopBatch:
+    """Frames written together at the end of the event-loop iteration that produced them: one write for
+    all the calls (or answers) of one batch of reads, and frames never interleave."""
+
+    __slots__ = ("_frames", "_write")
+
+    def __init__(self, write: Callable[[bytes], None]) -> None:
+        self._write = write
+        self._frames: list[bytes] = []
+
+    def send(self, frame: bytes) -> None:
+        frames = self._frames
+        if not frames:
+            asyncio.get_running_loop().call_soon(self.flush)
+        frames.append(frame)
+
+    def flush(self) -> None:
+        frames = self._frames
+        if frames:
+            self._write(frames[0] if len(frames) == 1 else b"".join(frames))
+            frames.clear()
 
 
 class FrameDecoder:

@@ -180,7 +180,7 @@ class AgentServer:
     async def _serve_v2(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         decoder = protocol.FrameDecoder()
         calls: dict[str, asyncio.Task[None]] = {}
-        output = _Output(writer)
+        output = protocol.LoopBatch(lambda data: None if writer.is_closing() else writer.write(data))
         handshaken = False
         try:
             while data := await reader.read(_READ_SIZE):
@@ -203,7 +203,9 @@ class AgentServer:
             for task in calls.values():
                 task.cancel()
 
-    def _dispatch_v2(self, kind: int, payload: bytes, calls: dict[str, asyncio.Task[None]], output: _Output) -> None:
+    def _dispatch_v2(
+        self, kind: int, payload: bytes, calls: dict[str, asyncio.Task[None]], output: protocol.LoopBatch
+    ) -> None:
         if kind == protocol.PING:
             output.send(protocol.encode_frame(protocol.PONG, payload))  # the payload bytes, echoed as they came
             return
@@ -319,29 +321,7 @@ _V2_UNSUBSCRIBED = (protocol.WEBSOCKET_FRAME, protocol.GUARDRAIL_INSPECT)
 _V1_EVENTS = {name: name for name in protocol.EVENT_MESSAGE_TYPES}
 
 
-class _Output:
-    """A connection's answers, written together at the end of the loop iteration that produced them: one
-    write for all the calls that one read from the proxy brought, and frames never interleave."""
-
-    __slots__ = ("frames", "writer")
-
-    def __init__(self, writer: asyncio.StreamWriter) -> None:
-        self.writer = writer
-        self.frames: list[bytes] = []
-
-    def send(self, frame: bytes) -> None:
-        if not self.frames:
-            asyncio.get_running_loop().call_soon(self.flush)
-        self.frames.append(frame)
-
-    def flush(self) -> None:
-        frames = self.frames
-        if frames and not self.writer.is_closing():
-            self.writer.write(frames[0] if len(frames) == 1 else b"".join(frames))
-        frames.clear()
-
-
-async def _finish(call: Coroutine[Any, Any, bytes], waiting: Any, output: _Output) -> None:
+async def _finish(call: Coroutine[Any, Any, bytes], waiting: Any, output: protocol.LoopBatch) -> None:
     output.send(await _resume(call, waiting))
 
 

@@ -9,16 +9,15 @@ from __future__ import annotations
 import base64
 import json
 import os
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
+from sentinel.logging.access import json_string
 from sentinel.logging.app import rfc3339_now
 
 if TYPE_CHECKING:
     from sentinel.proxy.exchange import Exchange
 
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
-json_string: Callable[[str], str] = cast("Any", json.encoder).encode_basestring  # the C-accelerated encoder
 _quote = json_string
 
 

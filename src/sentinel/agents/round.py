@@ -162,11 +162,11 @@ class AgentRound:
             if call.outcome != CIRCUIT_OPEN:
                 metrics.latency.observe((end_ns - call.start_ns) / 1e9)
             if call.outcome == OK:
-                metrics.decisions[decision] = metrics.decisions.get(decision, 0) + 1
+                metrics.decided(decision)
             elif call.outcome == TIMEOUT:
                 metrics.timeouts += 1
             else:
-                metrics.errors[call.reason] = metrics.errors.get(call.reason, 0) + 1
+                metrics.failed(call.reason)
         ex = self.ex
         if ex.sampled:
             recorder = ex.proto.ctx.recorder

@@ -104,6 +104,12 @@ class AgentMetrics:
         self.timeouts = 0
         self.errors: dict[str, int] = {}
 
+    def decided(self, decision: str) -> None:
+        self.decisions[decision] = self.decisions.get(decision, 0) + 1
+
+    def failed(self, reason: str) -> None:
+        self.errors[reason] = self.errors.get(reason, 0) + 1
+
 
 class WorkerMetrics:
     """All the metrics one worker records. `requests_started` minus the requests counted so far is the

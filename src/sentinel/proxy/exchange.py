@@ -39,6 +39,7 @@ from sentinel.proxy.headers import (
     apply_ops,
     chunk,
     connection_tokens,
+    host_without_port,
 )
 from sentinel.proxy.router import RequestView
 from sentinel.tracing.context import FLAG_RANDOM, FLAG_SAMPLED, SpanContext, extract, new_span_id, new_trace_id
@@ -300,7 +301,7 @@ class Exchange:
             method=self.method.decode("latin-1"),
             path=self.path,
             query=self.query,
-            host=_strip_port(host.decode("latin-1")).lower() if host else "",
+            host=host_without_port(host.decode("latin-1")).lower() if host else "",
             # Decoded only when some route matches on headers.
             headers={n.decode("latin-1"): v.decode("latin-1") for n, v in self.h.items()}
             if ctx.router.needs_headers
@@ -1010,9 +1011,9 @@ class Exchange:
             metrics = binding.metrics
             if metrics is not None:
                 if sent:
-                    metrics.decisions["sent"] = metrics.decisions.get("sent", 0) + 1
+                    metrics.decided("sent")
                 else:
-                    metrics.errors["unavailable"] = metrics.errors.get("unavailable", 0) + 1
+                    metrics.failed("unavailable")
 
     def _attempt_ended(self, status: int, error: str) -> None:
         """An upstream attempt ended: close its CLIENT span (sampled requests) and count it."""
@@ -1086,12 +1087,6 @@ class Exchange:
         route = self.route
         assert route is not None and route.cluster is not None
         return route.cluster.pools[target.key]
-
-
-def _strip_port(host: str) -> str:
-    if host.startswith("["):
-        return host[1 : host.find("]")] if "]" in host else host
-    return host.rsplit(":", 1)[0] if ":" in host else host
 
 
 _monotonic = time.monotonic

@@ -58,6 +58,13 @@ def apply_ops(headers: list[tuple[bytes, bytes]], ops: tuple[tuple[str, bytes, b
             headers.append((name, value))
 
 
+def host_without_port(host: str) -> str:
+    """`example.com:8080` → `example.com`, `[::1]:8080` → `::1` (a Host header's host part)."""
+    if host.startswith("["):
+        return host[1 : host.find("]")] if "]" in host else host
+    return host.rsplit(":", 1)[0] if ":" in host else host
+
+
 def chunk(data: bytes) -> list[bytes]:
     """One chunk of a chunked body, as pieces for writelines."""
     return [b"%x\r\n" % len(data), data, b"\r\n"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from sentinel.config.model import RouteConfig
+from sentinel.proxy.headers import host_without_port
 from sentinel.tracing.otlp import AttrValue, SpanKind, StatusCode, encode_attributes, encode_span
 
 if TYPE_CHECKING:
@@ -76,7 +77,7 @@ def server_span(ex: Exchange, end_ns: int) -> bytes:
         attrs.append(("url.query", ex.query))
     if ex.status:
         attrs.append(("http.response.status_code", ex.status))
-    attrs.append(("server.address", _host_only(host.decode("latin-1")) if host else ctx.listener.address.host))
+    attrs.append(("server.address", host_without_port(host.decode("latin-1")) if host else ctx.listener.address.host))
     user_agent = ex.h.get(b"user-agent")
     if user_agent is not None:
         attrs.append(("user_agent.original", user_agent.decode("latin-1")))
@@ -147,12 +148,6 @@ def _remote_parent_flags(ex: Exchange) -> int:
     if ex.parent is None:
         return 0x100 | _SAMPLED_FLAGS | (ex.trace_flags & 0x02)
     return 0x300 | _SAMPLED_FLAGS | (ex.trace_flags & 0x02)
-
-
-def _host_only(host: str) -> str:
-    if host.startswith("["):
-        return host[1 : host.find("]")] if "]" in host else host
-    return host.rsplit(":", 1)[0] if ":" in host else host
 
 
 def agent_call_span(
