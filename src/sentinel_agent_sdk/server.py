@@ -132,6 +132,7 @@ class AgentServer:
         self._connections: set[asyncio.Task[None]] = set()
         self._closed = asyncio.Event()
         self._handlers = _handlers(agent)
+        self._closing = False
 
     async def start(self) -> None:
         _remove_stale_socket(self.socket_path)
@@ -145,6 +146,7 @@ class AgentServer:
 
     async def close(self) -> None:
         if self._server is not None:
+            self._closing = True
             self._server.close()
             # Connections would keep the proxy's calls pending; end them, their in-flight calls with them.
             for task in list(self._connections):
@@ -169,6 +171,10 @@ class AgentServer:
             log.warning("agent %s: closing a connection: %s", self.agent.name, exc)
         except ConnectionError:
             pass
+        except asyncio.CancelledError:
+            # Cancelled by close(): end quietly (asyncio logs a connection task that ends cancelled).
+            if not self._closing:
+                raise
         finally:
             self._connections.discard(task)
             writer.close()

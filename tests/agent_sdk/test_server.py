@@ -293,6 +293,17 @@ def test_sigterm_removes_the_socket_and_exits_0() -> None:
         assert not os.path.exists(path)
 
 
+def test_sigterm_with_a_proxy_connected_stops_quietly() -> None:
+    with socket_dir() as directory:
+        path = os.path.join(directory, "q.sock")
+        agent = AgentProcess(scripted_argv(path, "q"), path).start()
+        with WireClient(path) as c:
+            c.handshake()
+            status = agent.stop()  # the connection is still open
+        assert status == 0
+        assert "Traceback" not in agent.stderr_text(), agent.stderr_text()
+
+
 def test_crash_closes_the_connection() -> None:
     with socket_dir() as directory:
         path = os.path.join(directory, "c.sock")
