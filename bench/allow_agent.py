@@ -1,6 +1,6 @@
 """The benchmark's agent: the SDK's base Agent, which allows every request (`./dev bench --agents`).
 
-    python bench/allow_agent.py -s /tmp/allow.sock
+python bench/allow_agent.py -s /tmp/allow.sock
 """
 
 from __future__ import annotations

@@ -285,7 +285,7 @@ def main() -> int:
     parser.add_argument(
         "--pin", action="store_true", help="pin wrk to CPU 0 and the servers to CPU 1 (CPU-efficiency comparison)"
     )
-    parser.add_argument("--only", choices=["direct", "nginx", "sentinel-1", "sentinel-auto"], action="append")
+    parser.add_argument("--only", choices=["direct", "nginx", "bare", "sentinel-1", "sentinel-auto"], action="append")
     args = parser.parse_args()
     for tool in ("wrk", "nginx"):
         if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
@@ -298,7 +298,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="sentinel-bench-"))
     results: list[Result] = []
     notes: dict[str, object] = {}
-    wanted = set(args.only or ["direct", "nginx", "sentinel-1", "sentinel-auto"])
+    wanted = set(args.only or ["direct", "nginx", "bare", "sentinel-1", "sentinel-auto"])
     try:
         up_port = free_port()
         (work / "upstream.conf").write_text(NGINX_UPSTREAM.format(dir=work, port=up_port))
@@ -314,6 +314,11 @@ def main() -> int:
             targets.append(
                 ("nginx", port, procs.start([*PIN_SERVER, nginx, "-c", str(work / "proxy.conf"), "-p", str(work)]))
             )
+        if "bare" in wanted:
+            # The ceiling for Python on this machine: uvloop + httptools and nothing else.
+            port = free_port()
+            bare = [*PIN_SERVER, sys.executable, str(REPO / "bench" / "bare_proxy.py"), str(port), str(up_port)]
+            targets.append(("bare", port, procs.start(bare)))
         variants = [("sentinel-1", 1, ""), ("sentinel-auto", 0, "")]
         if args.tracing:
             sink_port = free_port()
@@ -371,13 +376,14 @@ def main() -> int:
                     notes[f"{name}_worker_rss_mib_after_{served}_requests"] = round(
                         rss_of_children(proc.pid) / 2**20, 1
                     )
-        per_round = [
-            r[("sentinel-1", args.connections)].requests_per_sec / r[("nginx", args.connections)].requests_per_sec
-            for r in rounds
-            if ("sentinel-1", args.connections) in r and ("nginx", args.connections) in r
-        ]
-        if per_round:
-            notes["sentinel-1/nginx per-round ratios"] = [round(x, 2) for x in per_round]
+        for name in ("bare", "sentinel-1"):
+            per_round = [
+                r[(name, args.connections)].requests_per_sec / r[("nginx", args.connections)].requests_per_sec
+                for r in rounds
+                if (name, args.connections) in r and ("nginx", args.connections) in r
+            ]
+            if per_round:
+                notes[f"{name}/nginx per-round ratios"] = [round(x, 2) for x in per_round]
         kept = [
             r[("sentinel-1-agent", args.connections)].requests_per_sec
             / r[("sentinel-1", args.connections)].requests_per_sec
@@ -412,7 +418,7 @@ def report(results: list[Result], notes: dict[str, object], args: argparse.Names
     nginx_many, nginx_one = by.get(("nginx", args.connections)), by.get(("nginx", 1))
     direct_one = by.get(("direct", 1))
     print()
-    for name in ("sentinel-1", "sentinel-auto"):
+    for name in ("bare", "sentinel-1", "sentinel-auto"):
         many, one = by.get((name, args.connections)), by.get((name, 1))
         if many and nginx_many:
             print(

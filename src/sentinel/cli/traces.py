@@ -56,9 +56,7 @@ def run_traces(args: argparse.Namespace) -> int:
     db = Path(args.db) if args.db else default_db_path()
     try:
         db.parent.mkdir(parents=True, exist_ok=True)
-        store = TraceStore(
-            str(db), retention_secs=args.retention_hours * 3600, max_bytes=int(args.max_size_mb * 2**20)
-        )
+        store = TraceStore(str(db), retention_secs=args.retention_hours * 3600, max_bytes=int(args.max_size_mb * 2**20))
     except OSError as exc:
         print(f"sentinel traces: cannot open {db}: {exc}", file=sys.stderr)
         return 1

@@ -170,9 +170,7 @@ class SentinelCollector(Collector):
             AGENT_BUCKETS,
             t.agent_latency,
         )
-        yield _counter(
-            "sentinel_agent_requests", "Agent calls, by decision.", [*agent, "decision"], t.agent_decisions
-        )
+        yield _counter("sentinel_agent_requests", "Agent calls, by decision.", [*agent, "decision"], t.agent_decisions)
         yield _counter("sentinel_agent_timeouts", "Agent calls that timed out.", agent, t.agent_timeouts)
         yield _counter(
             "sentinel_agent_errors", "Agent calls that failed, by reason.", [*agent, "reason"], t.agent_errors

@@ -58,9 +58,15 @@ log = logging.getLogger("sentinel.proxy")
 
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
 _INCOMING_ID_HEADERS = tuple(h.encode() for h in INCOMING_HEADERS)
+_INCOMING_ID_SET = frozenset(_INCOMING_ID_HEADERS)
 _BUFFER_HIGH = 256 * 1024
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _DROP_UPSTREAM = HOP_BY_HOP | REPLACED_UPSTREAM
+# A request carrying none of these fields is forwarded with its fields as received (plus ours).
+_UPSTREAM_BY_FIELD = _DROP_UPSTREAM | {b"x-forwarded-for"}
+_FIELD_LINE = b"%s: %s\r\n".__mod__
+_CONNECTION_CLOSE = b"connection: close\r\n"
+_CONNECTION_KEEP_ALIVE = b"connection: keep-alive\r\n"
 _DROP_DOWNSTREAM = HOP_BY_HOP | REPLACED_DOWNSTREAM
 _NO_HEADERS: dict[str, str] = {}
 _NO_CACHE = b"cache-control: no-cache, no-store, must-revalidate\r\n"
@@ -77,66 +83,77 @@ _HEADERS_PHASE, _BODY_PHASE = 1, 2
 
 
 class Exchange:
-    __slots__ = (
-        "agent_request_ops",
-        "agent_response_ops",
-        "agent_round",
-        "attempt_start_ns",
-        "attempts",
-        "body_buffer",
-        "body_buffered",
-        "chunked",
-        "client_keep_alive",
-        "client_span_id",
-        "conn",
-        "connect_task",
-        "content_length",
-        "correlation_id",
-        "done",
-        "expect_continue",
-        "h",
-        "headers",
-        "held_body",
-        "held_body_bytes",
-        "held_complete",
-        "held_head",
-        "held_phases",
-        "http10",
-        "inspecting",
-        "last_failure",
-        "method",
-        "mode",
-        "out",
-        "parent",
-        "path",
-        "pending_error",
-        "proto",
-        "query",
-        "raw_url",
-        "request_body_bytes",
-        "request_done",
-        "response_bytes",
-        "response_started",
-        "route",
-        "sampled",
-        "span_id",
-        "start_ns",
-        "started",
-        "status",
-        "timer",
-        "trace_flags",
-        "trace_id",
-        "tried",
-        "upgrade",
-    )
+    """One request and its response.
+
+    Not slotted on purpose: most fields keep their class-level default for a typical request (no body,
+    no agents, no retry, no tracing), and an instance dict only holds what a request actually sets, so
+    creating an exchange costs a dozen stores instead of fifty.
+    """
+
+    # Request, as parsed.
+    method: bytes
+    http10: bool
+    client_keep_alive: bool
+    upgrade: bool
+    raw_url: bytes
+    headers: list[tuple[bytes, bytes]]
+    h: dict[bytes, bytes]  # lower-cased name → first value
+    content_length: int | None = None
+    chunked = False
+    request_done = False  # the whole request has been read
+    expect_continue = False
+    path = ""
+    query = ""
+    correlation_id = ""
+    start_ns: int
+    # Request body on its way (buffered while no upstream connection is ready).
+    body_buffer: list[bytes]
+    body_buffered = 0
+    request_body_bytes = 0
+    # Progress.
+    started = False
+    done = False
+    response_started = False
+    pending_error: tuple[int, str] | None = None
+    route: RouteRuntime | None = None
+    # Upstream attempts.
+    conn: UpstreamConnection | None = None
+    connect_task: asyncio.Task[None] | None = None
+    tried: list[TargetState]
+    attempts = 0
+    last_failure = ""
+    attempt_start_ns = 0  # set while an attempt is timed (for its CLIENT span or the upstream metrics)
+    timer: asyncio.TimerHandle | None = None
+    # Response.
+    status = 0
+    response_bytes = 0
+    out: list[bytes]  # what this read from the upstream produced for the client, written by flush()
+    mode = _NO_BODY
+    # Trace context (SPEC §6.2): empty trace_id when tracing is not configured.
+    trace_id = b""
+    trace_flags = 0  # FLAG_RANDOM as received, or set for generated ids; sampled bit apart
+    parent: SpanContext | None = None
+    span_id = b""  # the SERVER span of this request
+    client_span_id = b""  # the CLIENT span of the current upstream attempt
+    sampled = False
+    # Agents (SPEC §5): the round out now, header ops for both directions, and a response held back
+    # while response agents decide (its head, the phases left, the raw body, whether it ended).
+    agent_round: AgentRound | None = None
+    agent_request_ops = _NO_OPS
+    agent_response_ops = _NO_OPS
+    inspecting = False
+    held_head: list[tuple[bytes, bytes]] | None = None
+    held_phases = 0
+    held_body: list[bytes]
+    held_body_bytes = 0
+    held_complete = False
 
     def __init__(self, proto: HttpProtocol, raw_url: bytes, headers: list[tuple[bytes, bytes]]) -> None:
         parser = proto.parser
         self.proto = proto
-        self.method: bytes = parser.get_method()
+        self.method = parser.get_method()
         self.http10 = parser.get_http_version() == "1.0"
-        self.client_keep_alive: bool = parser.should_keep_alive()
-        self.upgrade: bool = parser.should_upgrade()
+        self.client_keep_alive = parser.should_keep_alive()
         self.raw_url = raw_url
         self.headers = headers
         h: dict[bytes, bytes] = {}
@@ -145,54 +162,26 @@ class Exchange:
             if lower not in h:
                 h[lower] = value
         self.h = h
-        length = h.get(b"content-length")
-        self.content_length = int(length) if length is not None else None
-        self.chunked = b"transfer-encoding" in h
-        # A request without a body is complete with its head; exchanges start at the head, before
-        # httptools reports the message complete.
-        self.request_done = not self.chunked and not self.content_length and not self.upgrade
-        self.expect_continue = h.get(b"expect", b"").lower() == b"100-continue"
-        self.body_buffer: list[bytes] = []
-        self.body_buffered = 0
-        self.request_body_bytes = 0
-        self.started = False
-        self.done = False
-        self.response_started = False
-        self.route: RouteRuntime | None = None
-        self.conn: UpstreamConnection | None = None
-        self.connect_task: asyncio.Task[None] | None = None
-        self.tried: list[TargetState] = []
-        self.attempts = 0
-        self.last_failure = ""
-        self.status = 0
-        self.response_bytes = 0
-        self.out: list[bytes] = []
-        self.timer: asyncio.TimerHandle | None = None
-        self.mode = _NO_BODY
-        self.correlation_id = ""
-        self.path = ""
-        self.query = ""
-        self.pending_error: tuple[int, str] | None = None
-        # Trace context (SPEC §6.2): empty trace_id when tracing is not configured.
-        self.trace_id = b""
-        self.trace_flags = 0  # FLAG_RANDOM as received, or set for generated ids; sampled bit apart
-        self.parent: SpanContext | None = None
-        self.span_id = b""  # the SERVER span of this request
-        self.client_span_id = b""  # the CLIENT span of the current upstream attempt
-        self.sampled = False
+        self.body_buffer = []
+        self.tried = []
+        self.out = []
         self.start_ns = time.time_ns()
-        # Agents (SPEC §5): the round out now, header ops for both directions, and a response held back
-        # while response agents decide (its head, the phases left, the raw body, whether it ended).
-        self.agent_round: AgentRound | None = None
-        self.agent_request_ops = _NO_OPS
-        self.agent_response_ops = _NO_OPS
-        self.inspecting = False
-        self.held_head: list[tuple[bytes, bytes]] | None = None
-        self.held_phases = 0
-        self.held_body: list[bytes] = []
-        self.held_body_bytes = 0
-        self.held_complete = False
-        self.attempt_start_ns = 0  # set while an attempt is timed (for its CLIENT span or the upstream metrics)
+        if parser.should_upgrade():
+            self.upgrade = True
+        else:
+            self.upgrade = False
+            if len(h) > 1 or b"host" not in h:
+                # Framing fields; a request without a body is complete with its head (exchanges start at
+                # the head, before httptools reports the message complete).
+                length = h.get(b"content-length")
+                if length is not None:
+                    self.content_length = int(length)
+                self.chunked = b"transfer-encoding" in h
+                self.request_done = not self.chunked and not self.content_length
+                if b"expect" in h:
+                    self.expect_continue = h[b"expect"].lower() == b"100-continue"
+            else:
+                self.request_done = True
         metrics = proto.ctx.metrics
         if metrics is not None:
             metrics.requests_started += 1
@@ -274,16 +263,24 @@ class Exchange:
             self.correlation_id = ctx.new_id()
             self.send_error(*self.pending_error)
             return
-        try:
-            url = httptools.parse_url(self.raw_url)
-        except httptools.HttpParserInvalidURLError:
-            self.correlation_id = ctx.new_id()
-            self.proto.closing = True
-            self.send_error(400, "invalid request target")
-            return
-        self.path = url.path.decode("latin-1") if url.path else "/"
-        self.query = url.query.decode("latin-1") if url.query else ""
-        self.correlation_id = self._correlation_id()
+        raw_url = self.raw_url
+        if raw_url[:1] == b"/" and b"#" not in raw_url:
+            # Origin form, as nearly every request has it (llhttp has checked its characters).
+            path, _, query = raw_url.partition(b"?")
+            self.path = path.decode("latin-1")
+            self.query = query.decode("latin-1")
+        else:
+            try:
+                url = httptools.parse_url(raw_url)
+            except httptools.HttpParserInvalidURLError:
+                self.correlation_id = ctx.new_id()
+                self.proto.closing = True
+                self.send_error(400, "invalid request target")
+                return
+            self.path = url.path.decode("latin-1") if url.path else "/"
+            self.query = url.query.decode("latin-1") if url.query else ""
+        h = self.h
+        self.correlation_id = ctx.new_id() if _INCOMING_ID_SET.isdisjoint(h) else self._correlation_id()
         if ctx.trace_ids:
             self._begin_trace(ctx.unrouted_trace)
 
@@ -291,29 +288,36 @@ class Exchange:
             self.proto.closing = True  # the body will not be read
             self.send_error(413, "request body too large")
             return
-        if self.http10 is False and b"host" not in self.h:
+        host = h.get(b"host")
+        if host is None and not self.http10:
             self.proto.closing = True  # a malformed request: nothing after it is trusted
             self.send_error(400, "missing Host header")
             return
-
-        host = self.h.get(b"host")
-        view = RequestView(
-            method=self.method.decode("latin-1"),
-            path=self.path,
-            query=self.query,
-            host=host_without_port(host.decode("latin-1")).lower() if host else "",
-            # Decoded only when some route matches on headers.
-            headers={n.decode("latin-1"): v.decode("latin-1") for n, v in self.h.items()}
-            if ctx.router.needs_headers
-            else _NO_HEADERS,
-        )
-        compiled = ctx.router.match(view)
+        router = ctx.router
+        if router.path_only:
+            compiled = router.match_path(self.path)
+        else:
+            compiled = router.match(
+                RequestView(
+                    method=self.method.decode("latin-1"),
+                    path=self.path,
+                    query=self.query,
+                    host=host_without_port(host.decode("latin-1")).lower() if host else "",
+                    # Decoded only when some route matches on headers.
+                    headers={n.decode("latin-1"): v.decode("latin-1") for n, v in h.items()}
+                    if router.needs_headers
+                    else _NO_HEADERS,
+                )
+            )
         if compiled is None:
             self.send_error(404, "no route matches this request")
             return
-        route = self.route = ctx.runtime(compiled)
+        route = self.route = ctx.routes[id(compiled)]
         if route.trace is not None:
             self.sampled = route.trace.sampled(self.parent, self.trace_id)
+        if route.plain:
+            self.attempt()  # the common case: no builtin handler, no agents
+            return
         handler = route.config.builtin_handler
         if handler is not None:
             scrape = ctx.builtins.scrape
@@ -431,6 +435,7 @@ class Exchange:
             return False
         self.held_head = out
         self.held_phases = phases
+        self.held_body = []
         if phases & _HEADERS_PHASE:
             conn = self.conn
             if conn is not None and conn.transport is not None:
@@ -542,6 +547,7 @@ class Exchange:
         self.sampled = policy.sampled(parent, self.trace_id) if policy is not None else False
 
     def _correlation_id(self) -> str:
+        """The first valid incoming id (SPEC §6.1), or a new one."""
         h = self.h
         for name in _INCOMING_ID_HEADERS:
             value = h.get(name)
@@ -556,8 +562,8 @@ class Exchange:
         assert route is not None
         cluster = route.cluster
         assert cluster is not None
-        if not self.attempts and route.config.timeout_secs is not None:
-            self._start_timer(route.config.timeout_secs, "timeout")
+        if not self.attempts and route.timeout is not None:
+            self._start_timer(route.timeout, "timeout")
         target = cluster.pick(self.proto.client_ip, self.h, self.tried)
         if target is None:
             if self.last_failure:
@@ -612,12 +618,18 @@ class Exchange:
 
     def send(self, conn: UpstreamConnection, target: TargetState) -> None:
         route = self.route
-        assert route is not None and route.cluster is not None
+        assert route is not None
         self.conn = conn
         target.inflight += 1
-        conn.start(self, self.method == b"HEAD", route.cluster.config.timeouts.read_secs)
+        conn.start(self, self.method == b"HEAD", route.read_timeout)
         transport = conn.transport
         assert transport is not None
+        if self.body_buffer or self.chunked or self.expect_continue or not self.proto.writable:
+            self._send_with_body(transport, route)
+        else:
+            transport.write(self._upstream_head(route))
+
+    def _send_with_body(self, transport: asyncio.Transport, route: RouteRuntime) -> None:
         # Head, buffered body and terminator in one write: one syscall for a typical request.
         pieces = [self._upstream_head(route)]
         if self.body_buffer and not self.upgrade:
@@ -636,6 +648,50 @@ class Exchange:
         self.expect_continue = False
 
     def _upstream_head(self, route: RouteRuntime) -> bytes:
+        h = self.h
+        proto = self.proto
+        if (
+            not (proto.ctx.upstream_by_field_traced if self.trace_id else _UPSTREAM_BY_FIELD).isdisjoint(h)
+            or route.request_ops
+            or self.agent_request_ops
+            or self.upgrade
+        ):
+            return self._upstream_head_by_field(route)
+        # The common case: every field goes on as received, then ours.
+        host = h.get(b"host")
+        return b"%s %s HTTP/1.1\r\n%s%s%sx-correlation-id: %s\r\n%s%s\r\n" % (
+            self.method,
+            self.raw_url,
+            b"".join(map(_FIELD_LINE, self.headers)),
+            proto.forwarded,
+            b"x-forwarded-host: %s\r\n" % host if host is not None else b"host: %s\r\n" % self.tried[-1].key.encode(),
+            self.correlation_id.encode(),
+            b"".join(map(_FIELD_LINE, self._trace_fields())) if self.trace_id else b"",
+            b"transfer-encoding: chunked\r\n"
+            if self.chunked
+            else b"content-length: %d\r\n" % self.content_length
+            if self.content_length is not None
+            else b"",
+        )
+
+    def _trace_fields(self) -> list[tuple[bytes, bytes]]:
+        """The trace context sent upstream: named after this attempt's CLIENT span, so the upstream's spans
+        become its children; the sampled bit is the real decision."""
+        flags = self.trace_flags | (FLAG_SAMPLED if self.sampled else 0)
+        out = [(b"traceparent", b"00-%s-%s-%02x" % (hexlify(self.trace_id), hexlify(self.client_span_id), flags))]
+        parent = self.parent
+        if parent is not None and parent.tracestate:
+            out.append((b"tracestate", parent.tracestate.encode()))
+        ctx = self.proto.ctx
+        if ctx.write_b3:
+            out.extend(b3_headers(self.trace_id, self.client_span_id, self.span_id, self.sampled))
+        if ctx.write_jaeger:
+            out.append(jaeger_header(self.trace_id, self.client_span_id, self.span_id, self.sampled))
+        return out
+
+    def _upstream_head_by_field(self, route: RouteRuntime) -> bytes:
+        """The upstream request head field by field: for header policies, agents' header ops, protocol
+        switches, and requests carrying fields to drop or merge."""
         h = self.h
         connection = h.get(b"connection")
         listed = connection_tokens(connection)
@@ -661,20 +717,7 @@ class Exchange:
             out.append((b"host", target.key.encode()))
         out.append((b"x-correlation-id", self.correlation_id.encode()))
         if self.trace_id:
-            # Named after this attempt's CLIENT span, so the upstream's spans become its children;
-            # the sampled bit is the real decision.
-            flags = self.trace_flags | (FLAG_SAMPLED if self.sampled else 0)
-            out.append(
-                (b"traceparent", b"00-%s-%s-%02x" % (hexlify(self.trace_id), hexlify(self.client_span_id), flags))
-            )
-            parent = self.parent
-            if parent is not None and parent.tracestate:
-                out.append((b"tracestate", parent.tracestate.encode()))
-            ctx = self.proto.ctx
-            if ctx.write_b3:
-                out.extend(b3_headers(self.trace_id, self.client_span_id, self.span_id, self.sampled))
-            if ctx.write_jaeger:
-                out.append(jaeger_header(self.trace_id, self.client_span_id, self.span_id, self.sampled))
+            out.extend(self._trace_fields())
         if route.request_ops:
             apply_ops(out, route.request_ops)
         if self.agent_request_ops:
@@ -686,43 +729,79 @@ class Exchange:
             out.append((b"transfer-encoding", b"chunked"))
         elif self.content_length is not None:
             out.append((b"content-length", str(self.content_length).encode()))
-        return b"%s %s HTTP/1.1\r\n%s\r\n" % (
-            self.method,
-            self.raw_url,
-            b"".join([b"%s: %s\r\n" % pair for pair in out]),
-        )
+        return b"%s %s HTTP/1.1\r\n%s\r\n" % (self.method, self.raw_url, b"".join(map(_FIELD_LINE, out)))
 
     # -- ResponseSink -------------------------------------------------------------------------------
 
-    def on_response_head(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
-        proto = self.proto
+    def on_response_head(
+        self,
+        status: int,
+        fields: list[tuple[bytes, bytes]],
+        set_aside: list[tuple[bytes, bytes]],
+        has_length: bool,
+    ) -> None:
         route = self.route
         assert route is not None
         if status == 101 and not self.upgrade:
             self.on_upstream_error("malformed_response", None)  # a protocol switch nobody asked for
             return
         self.status = status
-        # One pass: keep end-to-end headers, note framing and what Connection lists.
-        out: list[tuple[bytes, bytes]] = []
-        has_length = False
         connection: bytes | None = None
         upgrade = b""
-        for name, value in headers:
-            lower = name.lower()
-            if lower in _DROP_DOWNSTREAM:
-                if lower == b"connection":
-                    connection = value
-                elif lower == b"upgrade":
-                    upgrade = value
-                continue
-            if lower == b"content-length":
-                has_length = True
-            out.append((name, value))
-        listed = connection_tokens(connection)
-        if listed:
-            out = [(n, v) for n, v in out if n.lower() not in listed]
+        for name, value in set_aside:  # usually just Connection: keep-alive
+            if name == b"connection":
+                connection = value if connection is None else connection + b"," + value
+            elif name == b"upgrade":
+                upgrade = value
+        if connection is not None:
+            listed = connection_tokens(connection)
+            if listed:
+                fields = [(n, v) for n, v in fields if n.lower() not in listed]
+        if status == 101:
+            self.mode = _UNTIL_CLOSE
+        elif self.method == b"HEAD" or status in (204, 304):
+            self.mode = _NO_BODY
+        elif has_length:
+            self.mode = _LENGTH
+        elif not self.http10:
+            self.mode = _CHUNKED
+        else:
+            self.mode = _UNTIL_CLOSE
+        self.response_started = True
+        if status == 101 or route.response_ops or self.agent_response_ops or route.agents is not None:
+            self._response_head_by_field(status, fields, set_aside, upgrade)
+            return
+        # The common case: the end-to-end fields as received, then ours. Held until the end of this read
+        # from the upstream (flush), so that head and body leave in one write when they arrived together:
+        # one syscall instead of two or three.
+        self.out.append(
+            b"%s%sx-correlation-id: %s\r\n%s%s%s\r\n"
+            % (
+                status_line(status),
+                b"".join(map(_FIELD_LINE, fields)),
+                self.correlation_id.encode(),
+                b"traceresponse: %s\r\n" % self.traceresponse()
+                if self.trace_id and self.proto.ctx.traceresponse
+                else b"",
+                b"transfer-encoding: chunked\r\n" if self.mode == _CHUNKED else b"",
+                _CONNECTION_CLOSE
+                if not self._client_keep_alive() or self.mode == _UNTIL_CLOSE
+                else _CONNECTION_KEEP_ALIVE
+                if self.http10
+                else b"",
+            )
+        )
+
+    def _response_head_by_field(
+        self, status: int, fields: list[tuple[bytes, bytes]], set_aside: list[tuple[bytes, bytes]], upgrade: bytes
+    ) -> None:
+        """The response head field by field: for protocol switches, header policies and response agents."""
+        proto = self.proto
+        route = self.route
+        assert route is not None
+        out = list(fields)
         out.append((b"x-correlation-id", self.correlation_id.encode()))
-        if self.trace_id and self.proto.ctx.traceresponse:
+        if self.trace_id and proto.ctx.traceresponse:
             out.append((b"traceresponse", self.traceresponse()))
         if route.response_ops:
             apply_ops(out, route.response_ops)
@@ -731,34 +810,23 @@ class Exchange:
         if status == 101:
             out.append((b"connection", b"upgrade"))
             out.append((b"upgrade", upgrade))
-            self.mode = _UNTIL_CLOSE
-        elif self.method == b"HEAD" or status in (204, 304):
-            self.mode = _NO_BODY
-        elif has_length:
-            self.mode = _LENGTH
-        elif not self.http10:
-            self.mode = _CHUNKED
+        elif self.mode == _CHUNKED:
             out.append((b"transfer-encoding", b"chunked"))
-        else:
-            self.mode = _UNTIL_CLOSE
         if not self._client_keep_alive() or self.mode == _UNTIL_CLOSE:
             out.append((b"connection", b"close"))
         elif self.http10:
             out.append((b"connection", b"keep-alive"))
-        self.response_started = True
         if status == 101:
             if proto.transport is not None:
                 proto.transport.write(self._response_head(out))
             self._start_tunnel()
             return
-        if route.agents is not None and self._hold_response(status, headers, out):
+        if route.agents is not None and self._hold_response(status, fields + set_aside, out):
             return
-        # Held until the end of this read from the upstream (flush), so that head and body leave in
-        # one write when they arrived together: one syscall instead of two or three.
         self.out.append(self._response_head(out))
 
     def _response_head(self, headers: list[tuple[bytes, bytes]]) -> bytes:
-        return status_line(self.status) + b"".join([b"%s: %s\r\n" % pair for pair in headers]) + b"\r\n"
+        return b"%s%s\r\n" % (status_line(self.status), b"".join(map(_FIELD_LINE, headers)))
 
     def on_response_body(self, data: bytes) -> None:
         self.response_bytes += len(data)
@@ -784,12 +852,13 @@ class Exchange:
 
     def on_response_complete(self) -> None:
         conn, self.conn = self.conn, None
-        self._attempt_ended(self.status, "")
+        if self.attempt_start_ns:
+            self._attempt_ended(self.status, "")
         target = self.tried[-1]
         target.inflight -= 1
         if self.status >= 500:
             target.record_failure(_monotonic())
-        else:
+        elif target.consecutive_failures or target.passive_down_until:
             target.record_success()
         transport = self.proto.transport
         if self.status == 101:
@@ -804,15 +873,19 @@ class Exchange:
             if self.held_head is not None and conn.transport is not None:
                 conn.transport.resume_reading()  # paused while response agents decide
             if self.request_done:
-                self._pool_of(target).release(conn)
+                conn.pool.release(conn)
             else:
                 conn.close()  # the request body was not all sent: the connection's state is unknown
         if self.held_head is not None:
             self.held_complete = True  # the client's side ends once response agents have decided
             self._advance_held()
             return
-        self.flush()
-        self._response_done()
+        out = self.out
+        if out:
+            if transport is not None:
+                transport.write(out[0] if len(out) == 1 else b"".join(out))
+            out.clear()
+        self._finish(self._client_keep_alive() and self.mode != _UNTIL_CLOSE)
 
     def _response_done(self) -> None:
         self._finish(keep_alive=self._client_keep_alive() and self.mode != _UNTIL_CLOSE)
@@ -969,7 +1042,8 @@ class Exchange:
         if self.agent_round is not None:
             self.agent_round.cancel()
             self.agent_round = None
-        self._observe()
+        if self.proto.ctx.observed:
+            self._observe()
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
@@ -1079,14 +1153,9 @@ class Exchange:
             return
         self.tried[-1].inflight -= 1
         if reusable:
-            self._pool_of(self.tried[-1]).release(conn)
+            conn.pool.release(conn)
         else:
             conn.abort()
-
-    def _pool_of(self, target: TargetState) -> TargetPool:
-        route = self.route
-        assert route is not None and route.cluster is not None
-        return route.cluster.pools[target.key]
 
 
 _monotonic = time.monotonic

@@ -100,6 +100,24 @@ def _query_predicate(params: tuple[QueryParamMatch, ...]) -> Predicate:
     return check
 
 
+def _path_check(match: RouteMatch) -> Callable[[str], bool]:
+    """The path conditions of a route as one function of the path (True when it has none)."""
+    paths = frozenset(match.paths)
+    prefixes = match.path_prefixes
+    regexes = match.path_regexes
+    if paths and not prefixes and not regexes:
+        return paths.__contains__
+    if prefixes and not paths and not regexes:
+        return lambda path: path.startswith(prefixes)
+    if not paths and not prefixes and not regexes:
+        return lambda path: True
+    return lambda path: (
+        (not paths or path in paths)
+        and (not prefixes or path.startswith(prefixes))
+        and (not regexes or any(r.search(path) for r in regexes))
+    )
+
+
 def compile_predicates(match: RouteMatch) -> tuple[Predicate, ...]:
     predicates: list[Predicate] = []
     if match.paths:
@@ -133,7 +151,7 @@ class CompiledRoute:
 class Router:
     """The route table of one listener."""
 
-    __slots__ = ("_routes", "default", "needs_headers")
+    __slots__ = ("_path_checks", "_routes", "default", "needs_headers", "path_only")
 
     def __init__(self, config: Config, listener: ListenerConfig) -> None:
         ordered = sorted(config.routes, key=lambda r: (-r.priority, tuple(-x for x in specificity(r)), r.order))
@@ -141,6 +159,12 @@ class Router:
             CompiledRoute(r, compile_predicates(r.matches), route_template(r.matches)) for r in ordered
         )
         self.needs_headers = any(r.matches.headers for r in config.routes)
+        # When every route matches on the path alone (a common table: prefixes and exact paths), a request
+        # is routed on its path without building a RequestView.
+        self.path_only = all(
+            not (m.methods or m.hosts or m.headers or m.query_params) for m in (r.matches for r in config.routes)
+        )
+        self._path_checks = tuple((r, _path_check(r.config.matches)) for r in self._routes)
         self.default: CompiledRoute | None = None
         if listener.default_route is not None:
             self.default = next(r for r in self._routes if r.config.id == listener.default_route)
@@ -148,6 +172,13 @@ class Router:
     @property
     def routes(self) -> tuple[CompiledRoute, ...]:
         return self._routes
+
+    def match_path(self, path: str) -> CompiledRoute | None:
+        """`match` for a table where `path_only` holds."""
+        for route, check in self._path_checks:
+            if check(path):
+                return route
+        return self.default
 
     def match(self, req: RequestView) -> CompiledRoute | None:
         for route in self._routes:

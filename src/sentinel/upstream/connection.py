@@ -13,13 +13,28 @@ from typing import Protocol, cast
 
 import httptools
 
+from sentinel.proxy.headers import HOP_BY_HOP, REPLACED_DOWNSTREAM
 from sentinel.upstream.target import TargetState
+
+# Response fields that never go on to the client as received: hop-by-hop ones (RFC 9110 §7.6.1) and the
+# proxy's own X-Correlation-Id. They are set aside while parsing, so the common response needs no
+# second pass over its fields.
+_SET_ASIDE = HOP_BY_HOP | REPLACED_DOWNSTREAM
 
 
 class ResponseSink(Protocol):
     """What receives a response, event by event."""
 
-    def on_response_head(self, status: int, headers: list[tuple[bytes, bytes]]) -> None: ...
+    def on_response_head(
+        self,
+        status: int,
+        fields: list[tuple[bytes, bytes]],
+        set_aside: list[tuple[bytes, bytes]],
+        has_length: bool,
+    ) -> None:
+        """`fields`: end-to-end fields as received; `set_aside`: hop-by-hop ones and X-Correlation-Id,
+        names lower-cased; `has_length`: a Content-Length field was among them."""
+
     def on_response_body(self, chunk: bytes) -> None: ...
     def on_response_complete(self) -> None: ...
     def on_upstream_error(self, reason: str, exc: BaseException | None) -> None: ...
@@ -29,8 +44,10 @@ class ResponseSink(Protocol):
 
 class UpstreamConnection(asyncio.Protocol):
     __slots__ = (
+        "_has_length",
         "_headers",
         "_parser",
+        "_set_aside",
         "closed",
         "expect_body",
         "head_done",
@@ -54,6 +71,8 @@ class UpstreamConnection(asyncio.Protocol):
         self.sink: ResponseSink | None = None
         self._parser = httptools.HttpResponseParser(self)
         self._headers: list[tuple[bytes, bytes]] = []
+        self._set_aside: list[tuple[bytes, bytes]] = []
+        self._has_length = False
         self.closed = False
         self.reused = False
         self.received_any = False
@@ -107,6 +126,8 @@ class UpstreamConnection(asyncio.Protocol):
         self.received_any = False
         self.head_done = False
         self._headers = []
+        self._set_aside = []
+        self._has_length = False
         self.last_read = self.loop.time()
         self.read_timeout = read_timeout
         if self.timer is None:
@@ -165,9 +186,15 @@ class UpstreamConnection(asyncio.Protocol):
             sink.on_upstream_error("malformed_response", exc)
 
     def _close_delimited(self) -> bool:
-        return not any(n.lower() in (b"content-length", b"transfer-encoding") for n, _ in self._headers)
+        return not self._has_length and not any(name == b"transfer-encoding" for name, _ in self._set_aside)
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        lower = name.lower()
+        if lower in _SET_ASIDE:
+            self._set_aside.append((lower, value))
+            return
+        if lower == b"content-length":
+            self._has_length = True
         self._headers.append((name, value))
 
     def on_headers_complete(self) -> None:
@@ -176,10 +203,13 @@ class UpstreamConnection(asyncio.Protocol):
             return
         status = self._parser.get_status_code()
         if 100 <= status < 200 and status != 101:
-            self._headers = []  # interim answer (100 Continue): the real one follows
+            # Interim answer (100 Continue): the real one follows.
+            self._headers = []
+            self._set_aside = []
+            self._has_length = False
             return
         self.head_done = True
-        sink.on_response_head(status, self._headers)
+        sink.on_response_head(status, self._headers, self._set_aside, self._has_length)
         if status == 101:
             self.raw_mode = True
             return
