@@ -15,6 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from sentinel import __version__
+from sentinel.compiled import status as compiled_status
 from sentinel.config import (
     DEFAULT_SOURCE,
     Config,
@@ -43,7 +44,9 @@ def _parser() -> argparse.ArgumentParser:
         description="Reverse proxy with distributed tracing done right.",
         parents=[common],
     )
-    parser.add_argument("--version", action="version", version=f"sentinel {__version__}")
+    parser.add_argument(
+        "--version", action="version", version=f"sentinel {__version__} (request path {compiled_status()})"
+    )
     parser.add_argument(
         "-t", "--test", action="store_true", help="test the configuration and exit (same as `sentinel test`)"
     )

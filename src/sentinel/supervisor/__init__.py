@@ -25,6 +25,8 @@ from typing import Any
 
 import uvloop
 
+from sentinel import __version__
+from sentinel.compiled import status as compiled_status
 from sentinel.config import (
     DEFAULT_SOURCE,
     Config,
@@ -466,6 +468,8 @@ class Supervisor:
             await self.viewer.start()
         if self.exporter is not None:
             await self.exporter.start()
+        state = compiled_status()
+        log(f"sentinel {__version__}: request path {state}", logging.INFO if state == "compiled" else logging.WARNING)
         if not await self.start_generation():
             if not self.stopping:
                 log("workers failed to start")
