@@ -11,14 +11,25 @@ import importlib
 from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
 
-# The data plane's request path, and what it calls per request. One list, read by setup.py too.
+# The data plane's request path, and what it calls per request (tracing, access log, metrics). One list,
+# read by setup.py too.
 MODULES: tuple[str, ...] = (
+    "sentinel.ipc.batch",
+    "sentinel.logging.access",
+    "sentinel.metrics.recording",
     "sentinel.proxy.errors",
     "sentinel.proxy.exchange",
     "sentinel.proxy.headers",
     "sentinel.proxy.listener",
     "sentinel.proxy.router",
+    "sentinel.tracing.context",
     "sentinel.tracing.correlation",
+    "sentinel.tracing.otlp",
+    "sentinel.tracing.policy",
+    "sentinel.tracing.propagators",
+    "sentinel.tracing.recorder",
+    "sentinel.tracing.sampling",
+    "sentinel.tracing.spans",
     "sentinel.upstream.balancer",
     "sentinel.upstream.cluster",
     "sentinel.upstream.connection",

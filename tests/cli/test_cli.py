@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from sentinel import __version__
+from sentinel.compiled import status as compiled_status
 from tests.conftest import EXAMPLES
 
 SEEDS = [EXAMPLES / "jaeger" / "sentinel.kdl", EXAMPLES / "tempo" / "sentinel.kdl"]
@@ -79,7 +80,7 @@ def test_missing_config_path_is_an_error_and_not_created(tmp_path: Path) -> None
 def test_version() -> None:
     result = sentinel("--version")
     assert result.returncode == 0
-    assert result.stdout.strip() == f"sentinel {__version__}"
+    assert result.stdout.strip() == f"sentinel {__version__} (request path {compiled_status()})"
 
 
 def test_validate_skip_network() -> None:

@@ -13,8 +13,9 @@ from __future__ import annotations
 from bisect import bisect_left
 from typing import Any, Final
 
-REQUEST_BUCKETS: Final = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-AGENT_BUCKETS: Final = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+# Not `Final`: mypyc (2.4) leaves a Final tuple of floats unset at run time.
+REQUEST_BUCKETS: tuple[float, ...] = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+AGENT_BUCKETS: tuple[float, ...] = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 UNROUTED: Final = "unrouted"  # the route label of requests that matched no route (or were refused before routing)
 
 Exemplar = tuple[str, float, float]  # trace id (32 hex), observed value (seconds), Unix time (seconds)

@@ -50,7 +50,6 @@ from sentinel_agent_sdk.protocol import REQUEST_HEADERS
 
 if TYPE_CHECKING:
     from sentinel.proxy.listener import HttpProtocol, RouteRuntime
-    from sentinel.tracing.policy import TracePolicy
     from sentinel.upstream.connection import TargetPool, UpstreamConnection
     from sentinel.upstream.target import TargetState
 
@@ -282,7 +281,7 @@ class Exchange:
         h = self.h
         self.correlation_id = ctx.new_id() if _INCOMING_ID_SET.isdisjoint(h) else self._correlation_id()
         if ctx.trace_ids:
-            self._begin_trace(ctx.unrouted_trace)
+            self._begin_trace()
 
         if self.content_length is not None and self.content_length > ctx.limits.max_body_size:
             self.proto.closing = True  # the body will not be read
@@ -516,9 +515,9 @@ class Exchange:
         if not self.done:
             self.send_simple(200, content_type.encode(), body, _NO_CACHE)
 
-    def _begin_trace(self, policy: TracePolicy | None) -> None:
-        """Continue the caller's trace (a valid traceparent) or start one; decide sampling with the
-        rule for unrouted requests, refined once the route is known."""
+    def _begin_trace(self) -> None:
+        """Continue the caller's trace (a valid traceparent) or start one. Sampling is decided once the
+        route is known (or with the rule for unrouted requests, in send_error)."""
         parent = None
         if b"traceparent" in self.h:
             # All values, not just the first: several traceparent headers make the context invalid.
@@ -544,7 +543,6 @@ class Exchange:
             self.trace_id = new_trace_id()
             self.trace_flags = FLAG_RANDOM  # all 128 bits of our ids are random
         self.span_id = new_span_id()
-        self.sampled = policy.sampled(parent, self.trace_id) if policy is not None else False
 
     def _correlation_id(self) -> str:
         """The first valid incoming id (SPEC §6.1), or a new one."""
@@ -1001,8 +999,11 @@ class Exchange:
         return self.client_keep_alive and not self.proto.closing and self.request_done and not self.upgrade
 
     def send_error(self, status: int, message: str) -> None:
+        ctx = self.proto.ctx
         if not self.correlation_id:
-            self.correlation_id = self.proto.ctx.new_id()
+            self.correlation_id = ctx.new_id()
+        if self.route is None and self.trace_id and ctx.unrouted_trace is not None:
+            self.sampled = ctx.unrouted_trace.sampled(self.parent, self.trace_id)
         trace_id = self.trace_id.hex() if self.trace_id else os.urandom(16).hex()
         body = error_body(status, message, trace_id, self.correlation_id)
         self.send_simple(status, ERROR_JSON, body, b"x-correlation-id: %s\r\n" % self.correlation_id.encode())

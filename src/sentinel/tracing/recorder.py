@@ -43,4 +43,5 @@ class SpanRecorder(FrameBatcher[bytes]):
     def __init__(self, send: Callable[[bytes], None], send_buffer_size: Callable[[], int]) -> None:
         super().__init__(SPANS, pack_spans, send, send_buffer_size, max_items=BATCH)
 
-    record = FrameBatcher.add
+    def record(self, span: bytes) -> None:
+        self.add(span)
