@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-from typing import Any, cast
-
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from sentinel.tracing.spans import agent_call_span
 
 
-def _exchange() -> Any:
-    return SimpleNamespace(trace_id=bytes(range(1, 17)), span_id=bytes(range(1, 9)))
+def _ids() -> tuple[bytes, bytes]:
+    """The request's trace id and its SERVER span id (the agent call's parent)."""
+    return bytes(range(1, 17)), bytes(range(1, 9))
 
 
 def test_agent_call_span() -> None:
     raw = agent_call_span(
-        cast(Any, _exchange()),
+        *_ids(),
         b"\x09" * 8,
         "auth",
         "request_headers",
@@ -47,7 +45,7 @@ def test_agent_call_span() -> None:
 
 def test_failed_agent_call_is_an_error() -> None:
     raw = agent_call_span(
-        cast(Any, _exchange()),
+        *_ids(),
         b"\x01" * 8,
         "ratelimit",
         "request_headers",

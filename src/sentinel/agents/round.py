@@ -176,7 +176,8 @@ class AgentRound:
                     audit = {"tags": reply.tags, "rule_ids": reply.rule_ids}
                 recorder.record(
                     agent_call_span(
-                        ex,
+                        ex.trace_id,
+                        ex.span_id,
                         span_id,
                         binding.agent_id,
                         binding.event,

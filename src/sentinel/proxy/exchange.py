@@ -42,7 +42,15 @@ from sentinel.proxy.headers import (
     host_without_port,
 )
 from sentinel.proxy.router import RequestView
-from sentinel.tracing.context import FLAG_RANDOM, FLAG_SAMPLED, SpanContext, extract, new_span_id, new_trace_id
+from sentinel.tracing.context import (
+    FLAG_RANDOM,
+    FLAG_SAMPLED,
+    SpanContext,
+    extract,
+    new_request_ids,
+    new_span_id,
+    new_trace_id,
+)
 from sentinel.tracing.correlation import INCOMING_HEADERS, is_valid_incoming
 from sentinel.tracing.propagators import b3_headers, jaeger_header
 from sentinel.tracing.spans import client_span, server_span
@@ -539,10 +547,13 @@ class Exchange:
         if parent is not None:
             self.trace_id = parent.trace_id
             self.trace_flags = parent.flags & FLAG_RANDOM
+            ids = new_request_ids(False)
         else:
-            self.trace_id = new_trace_id()
+            ids = new_request_ids(True)
+            self.trace_id = ids[:16]
             self.trace_flags = FLAG_RANDOM  # all 128 bits of our ids are random
-        self.span_id = new_span_id()
+        self.span_id = ids[-16:-8]
+        self.client_span_id = ids[-8:]  # the first upstream attempt's
 
     def _correlation_id(self) -> str:
         """The first valid incoming id (SPEC §6.1), or a new one."""
@@ -571,8 +582,8 @@ class Exchange:
             return
         self.tried.append(target)
         self.attempts += 1
-        if self.trace_id:
-            self.client_span_id = new_span_id()
+        if self.trace_id and self.attempts > 1:
+            self.client_span_id = new_span_id()  # a retry: its own CLIENT span
         if self.sampled or route.upstream_metrics is not None:
             self.attempt_start_ns = time.time_ns()
         pool = cluster.pools[target.key]

@@ -103,6 +103,7 @@ class ListenerContext:
         "routes",
         "scheme",
         "server_port",
+        "timer_step",
         "trace_ids",
         "traceresponse",
         "tracing",
@@ -143,6 +144,10 @@ class ListenerContext:
         self.server_port = listener.address.port
         self.request_timeout = listener.request_timeout_secs
         self.keepalive_timeout = listener.keepalive_timeout_secs
+        # A connection's timer is never set further out than the shortest timeout, so that the next deadline
+        # (keep-alive, then request head, then keep-alive...) is nearly always later than the pending timer
+        # and moving it costs an assignment: no timer is created or cancelled per request.
+        self.timer_step = min((t for t in (self.request_timeout, self.keepalive_timeout) if t > 0), default=0.0)
         self.open_connections: set[HttpProtocol] = set()
         tracing = config.observability.tracing
         self.tracing = tracing
@@ -335,20 +340,22 @@ class HttpProtocol(asyncio.Protocol):
         if delay <= 0:
             self._deadline = 0.0
             return
-        deadline = self.loop.time() + delay
+        now = self.loop.time()
+        deadline = now + delay
         self._deadline = deadline
         timer = self._timer
         if timer is None or timer.when() > deadline:
             if timer is not None:
                 timer.cancel()
-            self._timer = self.loop.call_at(deadline, self._timed_out)
+            self._timer = self.loop.call_at(min(deadline, now + self.ctx.timer_step), self._timed_out)
 
     def _timed_out(self) -> None:
         self._timer = None
         if self._deadline == 0.0 or self.transport is None or self.pipeline:
             return
-        if self.loop.time() < self._deadline:
-            self._timer = self.loop.call_at(self._deadline, self._timed_out)
+        now = self.loop.time()
+        if now < self._deadline:
+            self._timer = self.loop.call_at(min(self._deadline, now + self.ctx.timer_step), self._timed_out)
             return
         if self._url or self._headers:
             self.reject(408, "request head not received in time", "request_timeout")

@@ -199,6 +199,22 @@ def new_trace_id() -> bytes:
             return value.to_bytes(16, "big")
 
 
+_ZERO_8 = bytes(8)
+_ZERO_16 = bytes(16)
+
+
+def new_request_ids(with_trace_id: bool) -> bytes:
+    """One draw for a request's ids: a trace id (16 bytes, when `with_trace_id`), then its SERVER span id
+    and its first CLIENT span id (8 bytes each); none all zero. One PRNG call instead of three."""
+    size = 32 if with_trace_id else 16
+    while True:
+        ids = _getrandbits(size * 8).to_bytes(size, "big")
+        if with_trace_id and ids[:16] == _ZERO_16:
+            continue
+        if ids[-16:-8] != _ZERO_8 and ids[-8:] != _ZERO_8:
+            return ids
+
+
 def new_span_id() -> bytes:
     """8 random bytes, never all zero."""
     while True:

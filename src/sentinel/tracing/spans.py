@@ -151,7 +151,8 @@ def _remote_parent_flags(ex: Exchange) -> int:
 
 
 def agent_call_span(
-    ex: Exchange,
+    trace_id: bytes,
+    parent_span_id: bytes,
     span_id: bytes,
     agent_id: str,
     event: str,
@@ -163,7 +164,8 @@ def agent_call_span(
     failure_mode: str,
     audit: dict[str, list[str]] | None = None,
 ) -> bytes:
-    """One call to an agent (SPEC §6.4): kind CLIENT, child of the SERVER span, named `agent {ID} {event}`.
+    """One call to an agent (SPEC §6.4): kind CLIENT, child of the SERVER span (`parent_span_id`), named
+    `agent {ID} {event}`.
 
     `span_id` is the id already sent to the agent in `metadata.traceparent`, so the agent's own spans
     are this span's children. `outcome` is ok / timeout / error / circuit_open; anything but ok is an
@@ -182,9 +184,9 @@ def agent_call_span(
         if values:
             attrs.append((f"sentinel.agent.{key}", list(values)))
     return encode_span(
-        ex.trace_id,
+        trace_id,
         span_id,
-        ex.span_id,
+        parent_span_id,
         f"agent {agent_id} {event}",
         SpanKind.CLIENT,
         start_ns,
