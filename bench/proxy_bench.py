@@ -322,7 +322,9 @@ def main() -> int:
         variants = [("sentinel-1", 1, ""), ("sentinel-auto", 0, "")]
         if args.tracing:
             sink_port = free_port()
-            procs.start([*PIN_SERVER, sys.executable, str(REPO / "bench" / "otlp_sink.py"), str(sink_port)])
+            # The sink stands in for a collector on another machine: pinned, it runs with the client, not on
+            # the proxy's core.
+            procs.start([*PIN_CLIENT, sys.executable, str(REPO / "bench" / "otlp_sink.py"), str(sink_port)])
             wait_port(sink_port)
             variants += [
                 (f"sentinel-1-trace-{rate}", 1, TRACING.format(rate=rate, sink=sink_port))

@@ -9,7 +9,7 @@ the request path never waits for the supervisor (SPEC §6.5, §7, §11).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sized
+from collections.abc import Callable
 from typing import Final, Generic, TypeVar
 
 from sentinel.ipc import encode
@@ -17,7 +17,7 @@ from sentinel.ipc import encode
 FLUSH_INTERVAL: Final = 0.2
 MAX_PENDING_BYTES: Final = 8 * 1024 * 1024
 
-T = TypeVar("T", bound=Sized)  # encoded spans, access-log records: len() is what max_bytes counts
+T = TypeVar("T", bytes, str)
 
 
 class FrameBatcher(Generic[T]):

@@ -38,7 +38,6 @@ from sentinel.config import (
 from sentinel.config.model import AccessLogConfig, ListenerConfig, MetricsConfig
 from sentinel.ipc import ACCESS, CONTROL, SPANS, decode_control, encode_control, read_frame
 from sentinel.logging import app as app_log
-from sentinel.logging.access import AccessLineFormatter
 from sentinel.logging.writer import AccessLogWriter
 from sentinel.metrics.aggregate import Aggregator
 from sentinel.metrics.exposition import ExporterFigures, SentinelCollector, render
@@ -146,8 +145,6 @@ class Supervisor:
         self.metrics_server: MetricsServer | None = None
         access = access_log_config(config)
         self.access_writer: AccessLogWriter | None = AccessLogWriter(access.file) if access is not None else None
-        # Workers send records; lines are formatted here, in the configured format.
-        self.access_lines = AccessLineFormatter(access) if access is not None else None
         self.log_handler: app_log.LineHandler | None = None
         self._scrape_ids = 0
 
@@ -244,8 +241,8 @@ class Supervisor:
                 if self.exporter is not None:
                     self.exporter.offer(unpack_spans(payload))
             elif kind == ACCESS:
-                if self.access_writer is not None and self.access_lines is not None:
-                    self.access_writer.write(self.access_lines.lines(payload))
+                if self.access_writer is not None:
+                    self.access_writer.write(payload)
             elif kind == CONTROL:
                 message = decode_control(payload)
                 kind_name = message.get("type")
@@ -334,7 +331,6 @@ class Supervisor:
             access = access_log_config(self.config)
             try:
                 self.access_writer = AccessLogWriter(access.file) if access is not None else None
-                self.access_lines = AccessLineFormatter(access) if access is not None else None
             except OSError as exc:
                 log(f"cannot open the access log: {exc}", logging.ERROR)
                 return
