@@ -12,26 +12,25 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Callable
 from typing import cast
 
 import httptools
 import uvloop
 
 
-class Upstream(asyncio.Protocol):
-    def __init__(self, pool: list[Upstream]) -> None:
-        self.pool = pool
-        self.transport: asyncio.Transport | None = None
-        self.parser = httptools.HttpResponseParser(self)
-        self.client: Client | None = None
-        self.headers: list[bytes] = []
-        self.out: list[bytes] = []
+class Side(asyncio.Protocol):
+    """What both sides do alike: feed httptools, keep the fields but Connection, formatted."""
+
+    transport: asyncio.Transport | None = None
+    feed: Callable[[bytes], None]  # the parser's feed_data
+    headers: list[bytes]
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
-        self.parser.feed_data(data)
+        self.feed(data)
 
     def on_message_begin(self) -> None:
         self.headers = []
@@ -39,6 +38,16 @@ class Upstream(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         if name.lower() != b"connection":
             self.headers.append(b"%s: %s\r\n" % (name, value))
+
+
+class Upstream(Side):
+    def __init__(self, pool: list[Upstream]) -> None:
+        self.pool = pool
+        self.parser = httptools.HttpResponseParser(self)
+        self.feed = self.parser.feed_data
+        self.client: Client | None = None
+        self.headers = []
+        self.out: list[bytes] = []
 
     def on_headers_complete(self) -> None:
         self.out = [b"HTTP/1.1 %d OK\r\n" % self.parser.get_status_code(), *self.headers, b"\r\n"]
@@ -53,31 +62,18 @@ class Upstream(asyncio.Protocol):
         self.pool.append(self)
 
 
-class Client(asyncio.Protocol):
+class Client(Side):
     def __init__(self, loop: asyncio.AbstractEventLoop, upstream_port: int, pool: list[Upstream]) -> None:
         self.loop = loop
         self.upstream_port = upstream_port
         self.pool = pool
-        self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
+        self.feed = self.parser.feed_data
         self.url = b""
-        self.headers: list[bytes] = []
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)
-
-    def data_received(self, data: bytes) -> None:
-        self.parser.feed_data(data)
-
-    def on_message_begin(self) -> None:
         self.headers = []
 
     def on_url(self, url: bytes) -> None:
         self.url = url
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        if name.lower() != b"connection":
-            self.headers.append(b"%s: %s\r\n" % (name, value))
 
     def on_message_complete(self) -> None:
         head = b"%s %s HTTP/1.1\r\n%s\r\n" % (self.parser.get_method(), self.url, b"".join(self.headers))
