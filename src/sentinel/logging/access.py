@@ -44,6 +44,11 @@ def _header(ex: Exchange, name: bytes) -> str | None:
     return None if value is None else value.decode("latin-1")
 
 
+def _opt_bytes(value: bytes | None) -> str:
+    """A header value as a JSON string (its bytes read as Latin-1), or null."""
+    return "null" if value is None else json_string(value.decode("latin-1"))
+
+
 def _opt(text: str | None) -> str:
     return "null" if text is None else json_string(text)
 
@@ -101,22 +106,22 @@ class AccessLog:
 
     def _json_line(self, ex: Exchange, end_ns: int) -> str:
         h = ex.h
-        ua, referer, host = h.get(b"user-agent"), h.get(b"referer"), h.get(b"host")
-        ua_s = ua.decode("latin-1") if ua is not None else ""
-        referer_s = referer.decode("latin-1") if referer is not None else ""
-        host_s = host.decode("latin-1") if host is not None else ""
+        proto = ex.proto
+        # User agent and host repeat on a connection: their JSON is kept per connection, checked once.
+        ua, host = h.get(b"user-agent"), h.get(b"host")
+        if ua != proto.log_ua_raw:
+            proto.log_ua_raw = ua
+            proto.log_ua = _opt_bytes(ua)
+        if host != proto.log_host_raw:
+            proto.log_host_raw = host
+            proto.log_host = _opt_bytes(host)
+        referer = h.get(b"referer")
         path, query, cid = ex.path, ex.query, ex.correlation_id
-        # What the client sent is checked once, all together: nearly always nothing needs escaping.
-        if _plain(path + query + cid + ua_s + referer_s + host_s):
+        # What else the client sent is checked once, all together: nearly always nothing needs escaping.
+        if _plain(path + query + cid):
             path_j, query_j, cid_j = f'"{path}"', f'"{query}"', f'"{cid}"'
-            ua_j = f'"{ua_s}"' if ua is not None else "null"
-            referer_j = f'"{referer_s}"' if referer is not None else "null"
-            host_j = f'"{host_s}"' if host is not None else "null"
         else:
             path_j, query_j, cid_j = json.dumps(path), json.dumps(query), json.dumps(cid)
-            ua_j = json.dumps(ua_s) if ua is not None else "null"
-            referer_j = json.dumps(referer_s) if referer is not None else "null"
-            host_j = json.dumps(host_s) if host is not None else "null"
         route = ex.route
         tried = ex.tried
         ids = (
@@ -129,7 +134,8 @@ class AccessLog:
             f'"method":"{ex.method.decode("latin-1")}","path":{path_j}{f",{_QUERY}{query_j}" if query else ""},'
             f'"protocol":"{"HTTP/1.0" if ex.http10 else "HTTP/1.1"}","status":{ex.status},'
             f'"body_bytes":{ex.response_bytes},"duration_ms":{(end_ns - ex.start_ns) / 1e6:.3f},'
-            f'"client_ip":"{ex.proto.client_ip}","user_agent":{ua_j},"referer":{referer_j},"host":{host_j},'
+            f'"client_ip":"{proto.client_ip}","user_agent":{proto.log_ua},'
+            f'"referer":{_opt_bytes(referer) if referer is not None else "null"},"host":{proto.log_host},'
             f"{route.log_fields if route is not None else _UNROUTED_FIELDS}"
             f'"upstream_addr":{self._target_field(tried[-1].key) if tried else "null"},'
             f'"upstream_attempts":{ex.attempts},"sampled":{"true" if ex.sampled else "false"}}}\n'

@@ -211,6 +211,11 @@ class HttpProtocol(asyncio.Protocol):
         self.client_ip = ""
         self.client_port = 0
         self.forwarded = b""  # X-Forwarded-For and -Proto fields for a request without either
+        # The access log's user-agent and host fields as JSON, for the values last seen on this connection.
+        self.log_ua_raw: bytes | None = None
+        self.log_ua = "null"
+        self.log_host_raw: bytes | None = None
+        self.log_host = "null"
         self.pipeline: collections.deque[Exchange] = collections.deque()
         self.parsing: Exchange | None = None  # the exchange whose request is being read
         self.closing = False
