@@ -352,7 +352,11 @@ class HttpProtocol(asyncio.Protocol):
         if timer is None or timer.when() > deadline:
             if timer is not None:
                 timer.cancel()
-            self._timer = self.loop.call_at(min(deadline, now + self.ctx.timer_step), self._timed_out)
+            self._timer = self.loop.call_at(self._timer_at(now, deadline), self._timed_out)
+
+    def _timer_at(self, now: float, deadline: float) -> float:
+        step = self.ctx.timer_step
+        return min(deadline, now + step) if step > 0 else deadline  # both timeouts off: the deadline itself
 
     def _timed_out(self) -> None:
         self._timer = None
@@ -360,7 +364,7 @@ class HttpProtocol(asyncio.Protocol):
             return
         now = self.loop.time()
         if now < self._deadline:
-            self._timer = self.loop.call_at(min(self._deadline, now + self.ctx.timer_step), self._timed_out)
+            self._timer = self.loop.call_at(self._timer_at(now, self._deadline), self._timed_out)
             return
         if self._url or self._headers:
             self.reject(408, "request head not received in time", "request_timeout")
