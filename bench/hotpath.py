@@ -17,6 +17,7 @@ import asyncio
 import sys
 import time
 
+from sentinel.compiled import status as compiled_status
 from sentinel.config import load_config_text
 from sentinel.config.model import AccessLogConfig
 from sentinel.logging.access import AccessLog
@@ -102,7 +103,10 @@ async def main(n: int, mode: str) -> None:
         upstream.data_received(RESPONSE)
     elapsed = time.perf_counter() - start
     assert len(client.written) == n, len(client.written)
-    print(f"{elapsed / n * 1e6:.1f} us of Python per proxied request ({n} requests, observability {mode})")
+    print(
+        f"{elapsed / n * 1e6:.1f} us of Python per proxied request ({n} requests, observability {mode}, "
+        f"request path {compiled_status()})"
+    )
 
 
 if __name__ == "__main__":
