@@ -136,6 +136,10 @@ class Result:
     p50_ms: float
     p99_ms: float
     errors: int
+    requests: int = 0
+    # CPU time of the proxy's processes (supervisor and workers, user + system) per request, from
+    # /proc: a cost figure that the machine's drift in req/s disturbs much less. 0: not measured.
+    cpu_us: float = 0.0
 
 
 def free_port() -> int:
@@ -205,7 +209,30 @@ def wrk(name: str, port: int, connections: int, duration: float, path: str = "/a
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if non_2xx:
         errors += int(non_2xx.group(1))
-    return Result(name, connections, rps, p50, p99, errors)
+    requests = int(_field(r"(\d+) requests in", out))
+    return Result(name, connections, rps, p50, p99, errors, requests)
+
+
+def cpu_ticks(pid: int) -> int:
+    """User + system clock ticks of a process and its children (the supervisor and its workers)."""
+    total = 0
+    children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True, check=False).stdout.split()
+    for each in [str(pid), *children]:
+        try:
+            fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total
+
+
+def measured(name: str, port: int, connections: int, duration: float, proc: subprocess.Popen[bytes] | None) -> Result:
+    """wrk against one target, with the CPU its processes used per request when they are ours."""
+    before = cpu_ticks(proc.pid) if proc is not None else 0
+    result = wrk(name, port, connections, duration)
+    if proc is not None and result.requests:
+        result.cpu_us = (cpu_ticks(proc.pid) - before) * 1e6 / os.sysconf("SC_CLK_TCK") / result.requests
+    return result
 
 
 def soak(port: int, requests: int, connections: int) -> int:
@@ -362,13 +389,16 @@ def main() -> int:
         rounds: list[dict[tuple[str, int], Result]] = []
         for _ in range(args.rounds):
             this: dict[tuple[str, int], Result] = {}
-            for name, port, _ in targets:
-                this[(name, args.connections)] = wrk(name, port, args.connections, args.duration)
+            for name, port, proc in targets:
+                this[(name, args.connections)] = measured(name, port, args.connections, args.duration, proc)
                 this[(name, 1)] = wrk(name, port, 1, max(args.duration / 2, 2))
             rounds.append(this)
         for key in rounds[0]:
             ordered = sorted((r[key] for r in rounds), key=lambda r: r.requests_per_sec)
-            results.append(ordered[len(ordered) // 2])
+            median = ordered[len(ordered) // 2]
+            cpu = sorted(r.cpu_us for r in ordered)
+            median.cpu_us = cpu[len(cpu) // 2]  # the median of its own, not that of the median-req/s round
+            results.append(median)
         notes["rounds"] = args.rounds
         for name, port, proc in targets:
             if proc is not None and name.startswith("sentinel"):
@@ -411,10 +441,11 @@ def main() -> int:
 
 
 def report(results: list[Result], notes: dict[str, object], args: argparse.Namespace) -> None:
-    print(f"\n{'target':<25}{'conns':>6}{'req/s':>12}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}")
+    print(f"\n{'target':<25}{'conns':>6}{'req/s':>12}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}{'CPU us/req':>12}")
     for r in results:
+        cpu = f"{r.cpu_us:>12.1f}" if r.cpu_us else f"{'':>12}"
         print(
-            f"{r.name:<25}{r.connections:>6}{r.requests_per_sec:>12.0f}{r.p50_ms:>10.3f}{r.p99_ms:>10.3f}{r.errors:>8}"
+            f"{r.name:<25}{r.connections:>6}{r.requests_per_sec:>12.0f}{r.p50_ms:>10.3f}{r.p99_ms:>10.3f}{r.errors:>8}{cpu}"
         )
     by = {(r.name, r.connections): r for r in results}
     nginx_many, nginx_one = by.get(("nginx", args.connections)), by.get(("nginx", 1))
@@ -439,7 +470,10 @@ def report(results: list[Result], notes: dict[str, object], args: argparse.Names
         traced = by.get((f"sentinel-1-trace-{rate}", args.connections))
         if base and traced:
             cost = 1 - traced.requests_per_sec / base.requests_per_sec
-            print(f"tracing at sampling {rate} costs {cost * 100:.1f}% of req/s against tracing off")
+            print(
+                f"tracing at sampling {rate} costs {cost * 100:.1f}% of req/s against tracing off"
+                + _cpu_cost(base, traced)
+            )
     with_agent = by.get(("sentinel-1-agent", args.connections))
     if base and with_agent:
         kept = with_agent.requests_per_sec / base.requests_per_sec
@@ -450,7 +484,7 @@ def report(results: list[Result], notes: dict[str, object], args: argparse.Names
     observed = by.get(("sentinel-1-logs-metrics", args.connections))
     if base and observed:
         cost = 1 - observed.requests_per_sec / base.requests_per_sec
-        print(f"access log + metrics cost {cost * 100:.1f}% of req/s against both off")
+        print(f"access log + metrics cost {cost * 100:.1f}% of req/s against both off{_cpu_cost(base, observed)}")
     for key, value in notes.items():
         print(f"{key}: {value}")
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -460,6 +494,16 @@ def report(results: list[Result], notes: dict[str, object], args: argparse.Names
         json.dumps({"machine": machine(), "results": [asdict(r) for r in results], "notes": notes}, indent=2)
     )
     print(f"\nsaved {out.relative_to(REPO)}")
+
+
+def _cpu_cost(base: Result, other: Result) -> str:
+    """The same cost from CPU per request: what a CPU-bound proxy loses in req/s, 1 - base/other."""
+    if not base.cpu_us or not other.cpu_us:
+        return ""
+    return (
+        f" (by CPU per request: {base.cpu_us:.1f} -> {other.cpu_us:.1f} us, "
+        f"{(1 - base.cpu_us / other.cpu_us) * 100:.1f}%)"
+    )
 
 
 def machine() -> dict[str, object]:
