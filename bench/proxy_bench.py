@@ -5,7 +5,9 @@
 Everything runs on this machine on 127.0.0.1: a fixed upstream (nginx answering a small body from
 memory), nginx as a reverse proxy (1 worker, keep-alive to the upstream) and Sentinel (1 worker, then
 `worker-threads 0`). Each is measured with many connections (throughput) and with one (latency).
-Ratios are computed from numbers taken in the same run, so the machine's speed cancels out.
+Ratios are computed from numbers taken in the same run, so the machine's speed cancels out. For each
+proxy the CPU its processes used per request (user + system, from /proc) is printed too: a cost figure
+that drift in the machine's speed disturbs less than req/s.
 
 Targets are measured in interleaved rounds (medians reported), because this machine's speed drifts:
 the same nginx measured 17k and 35k req/s a minute apart. With --pin, wrk runs on CPU 0 and the
