@@ -32,10 +32,7 @@ from sentinel.logging.app import request_ids
 from sentinel.proxy.builtins import ERROR_JSON, Scrape
 from sentinel.proxy.errors import error_body, reason, status_line
 from sentinel.proxy.headers import (
-    HOP_BY_HOP,
     LAST_CHUNK,
-    REPLACED_DOWNSTREAM,
-    REPLACED_UPSTREAM,
     apply_ops,
     chunk,
     connection_tokens,
@@ -68,13 +65,7 @@ _INCOMING_ID_HEADERS = tuple(h.encode() for h in INCOMING_HEADERS)
 _INCOMING_ID_SET = frozenset(_INCOMING_ID_HEADERS)
 _BUFFER_HIGH = 256 * 1024
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-_DROP_UPSTREAM = HOP_BY_HOP | REPLACED_UPSTREAM
-# A request carrying none of these fields is forwarded with its fields as received (plus ours).
-_UPSTREAM_BY_FIELD = _DROP_UPSTREAM | {b"x-forwarded-for"}
 _FIELD_LINE = b"%s: %s\r\n".__mod__
-_CONNECTION_CLOSE = b"connection: close\r\n"
-_CONNECTION_KEEP_ALIVE = b"connection: keep-alive\r\n"
-_DROP_DOWNSTREAM = HOP_BY_HOP | REPLACED_DOWNSTREAM
 _NO_HEADERS: dict[str, str] = {}
 _NO_CACHE = b"cache-control: no-cache, no-store, must-revalidate\r\n"
 # Bodies are shown to request_body / response_body agents whole, up to this size; a larger body is
@@ -657,33 +648,6 @@ class Exchange:
             self.proto.transport.write(_CONTINUE)
         self.expect_continue = False
 
-    def _upstream_head(self, route: RouteRuntime) -> bytes:
-        h = self.h
-        proto = self.proto
-        if (
-            not (proto.ctx.upstream_by_field_traced if self.trace_id else _UPSTREAM_BY_FIELD).isdisjoint(h)
-            or route.request_ops
-            or self.agent_request_ops
-            or self.upgrade
-        ):
-            return self._upstream_head_by_field(route)
-        # The common case: every field goes on as received, then ours.
-        host = h.get(b"host")
-        return b"%s %s HTTP/1.1\r\n%s%s%sx-correlation-id: %s\r\n%s%s\r\n" % (
-            self.method,
-            self.raw_url,
-            b"".join(map(_FIELD_LINE, self.headers)),
-            proto.forwarded,
-            b"x-forwarded-host: %s\r\n" % host if host is not None else b"host: %s\r\n" % self.tried[-1].key.encode(),
-            self.correlation_id.encode(),
-            b"".join(map(_FIELD_LINE, self._trace_fields())) if self.trace_id else b"",
-            b"transfer-encoding: chunked\r\n"
-            if self.chunked
-            else b"content-length: %d\r\n" % self.content_length
-            if self.content_length is not None
-            else b"",
-        )
-
     def _trace_fields(self) -> list[tuple[bytes, bytes]]:
         """The trace context sent upstream: named after this attempt's CLIENT span, so the upstream's spans
         become its children; the sampled bit is the real decision."""
@@ -699,27 +663,29 @@ class Exchange:
             out.append(jaeger_header(self.trace_id, self.client_span_id, self.span_id, self.sampled))
         return out
 
-    def _upstream_head_by_field(self, route: RouteRuntime) -> bytes:
-        """The upstream request head field by field: for header policies, agents' header ops, protocol
-        switches, and requests carrying fields to drop or merge."""
+    def _upstream_head(self, route: RouteRuntime) -> bytes:
         h = self.h
+        proto = self.proto
+        ctx = proto.ctx
         connection = h.get(b"connection")
         listed = connection_tokens(connection)
-        base = self.proto.ctx.upstream_drop_traced if self.trace_id else _DROP_UPSTREAM
-        drop = base | listed if listed else base
-        out: list[tuple[bytes, bytes]] = []
+        drop = ctx.upstream_drop | listed if listed else ctx.upstream_drop
         forwarded_for: bytes | None = None
-        for name, value in self.headers:
-            lower = name.lower()
-            if lower in drop:
-                continue
-            if lower == b"x-forwarded-for":
-                forwarded_for = value if forwarded_for is None else forwarded_for + b", " + value
-                continue
-            out.append((name, value))
-        client_ip = self.proto.client_ip.encode()
+        if drop.isdisjoint(h) and b"x-forwarded-for" not in h:
+            out = list(self.headers)  # the common case: every field goes on as received
+        else:
+            out = []
+            for name, value in self.headers:
+                lower = name.lower()
+                if lower in drop:
+                    continue
+                if lower == b"x-forwarded-for":
+                    forwarded_for = value if forwarded_for is None else forwarded_for + b", " + value
+                    continue
+                out.append((name, value))
+        client_ip = proto.client_ip_bytes
         out.append((b"x-forwarded-for", forwarded_for + b", " + client_ip if forwarded_for else client_ip))
-        out.append((b"x-forwarded-proto", self.proto.ctx.scheme))
+        out.append((b"x-forwarded-proto", ctx.scheme))
         if b"host" in h:
             out.append((b"x-forwarded-host", h[b"host"]))
         else:
@@ -778,39 +744,9 @@ class Exchange:
         else:
             self.mode = _UNTIL_CLOSE
         self.response_started = True
-        if status == 101 or route.response_ops or self.agent_response_ops or route.agents is not None:
-            self._response_head_by_field(status, fields, set_aside, upgrade)
-            return
-        # The common case: the end-to-end fields as received, then ours. Held until the end of this read
-        # from the upstream (flush), so that head and body leave in one write when they arrived together:
-        # one syscall instead of two or three.
-        self.out.append(
-            b"%s%sx-correlation-id: %s\r\n%s%s%s\r\n"
-            % (
-                status_line(status),
-                b"".join(map(_FIELD_LINE, fields)),
-                self.correlation_id.encode(),
-                b"traceresponse: %s\r\n" % self.traceresponse()
-                if self.trace_id and self.proto.ctx.traceresponse
-                else b"",
-                b"transfer-encoding: chunked\r\n" if self.mode == _CHUNKED else b"",
-                _CONNECTION_CLOSE
-                if not self._client_keep_alive() or self.mode == _UNTIL_CLOSE
-                else _CONNECTION_KEEP_ALIVE
-                if self.http10
-                else b"",
-            )
-        )
-
-    def _response_head_by_field(
-        self, status: int, fields: list[tuple[bytes, bytes]], set_aside: list[tuple[bytes, bytes]], upgrade: bytes
-    ) -> None:
-        """The response head field by field: for protocol switches, header policies and response agents."""
+        # The end-to-end fields as received, then ours (header policies and agents may change them).
         proto = self.proto
-        route = self.route
-        assert route is not None
-        out = list(fields)
-        out.append((b"x-correlation-id", self.correlation_id.encode()))
+        out = [*fields, (b"x-correlation-id", self.correlation_id.encode())]
         if self.trace_id and proto.ctx.traceresponse:
             out.append((b"traceresponse", self.traceresponse()))
         if route.response_ops:
@@ -833,6 +769,8 @@ class Exchange:
             return
         if route.agents is not None and self._hold_response(status, fields + set_aside, out):
             return
+        # Held until the end of this read from the upstream (flush), so that head and body leave in one
+        # write when they arrived together: one syscall instead of two or three.
         self.out.append(self._response_head(out))
 
     def _response_head(self, headers: list[tuple[bytes, bytes]]) -> bytes:
@@ -862,13 +800,12 @@ class Exchange:
 
     def on_response_complete(self) -> None:
         conn, self.conn = self.conn, None
-        if self.attempt_start_ns:
-            self._attempt_ended(self.status, "")
+        self._attempt_ended(self.status, "")
         target = self.tried[-1]
         target.inflight -= 1
         if self.status >= 500:
             target.record_failure(_monotonic())
-        elif target.consecutive_failures or target.passive_down_until:
+        else:
             target.record_success()
         transport = self.proto.transport
         if self.status == 101:
@@ -890,12 +827,8 @@ class Exchange:
             self.held_complete = True  # the client's side ends once response agents have decided
             self._advance_held()
             return
-        out = self.out
-        if out:
-            if transport is not None:
-                transport.write(out[0] if len(out) == 1 else b"".join(out))
-            out.clear()
-        self._finish(self._client_keep_alive() and self.mode != _UNTIL_CLOSE)
+        self.flush()
+        self._response_done()
 
     def _response_done(self) -> None:
         self._finish(keep_alive=self._client_keep_alive() and self.mode != _UNTIL_CLOSE)

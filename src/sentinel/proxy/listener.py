@@ -108,8 +108,7 @@ class ListenerContext:
         "traceresponse",
         "tracing",
         "unrouted_trace",
-        "upstream_by_field_traced",
-        "upstream_drop_traced",
+        "upstream_drop",
         "write_b3",
         "write_jaeger",
     )
@@ -162,15 +161,15 @@ class ListenerContext:
         )
         self.write_b3 = Propagator.B3 in propagation
         self.write_jaeger = Propagator.JAEGER in propagation
-        # Incoming trace headers replaced by ours on the upstream request.
-        self.upstream_drop_traced = (
-            HOP_BY_HOP
-            | REPLACED_UPSTREAM
-            | {b"traceparent", b"tracestate"}
-            | (B3_HEADERS if self.write_b3 else frozenset())
-            | (JAEGER_HEADERS if self.write_jaeger else frozenset())
-        )
-        self.upstream_by_field_traced = self.upstream_drop_traced | {b"x-forwarded-for"}
+        # Request fields not forwarded as received: hop-by-hop ones, those the proxy sets itself, and (when
+        # requests carry our trace ids) the incoming trace headers, replaced by ours.
+        self.upstream_drop = HOP_BY_HOP | REPLACED_UPSTREAM
+        if self.trace_ids:
+            self.upstream_drop |= (
+                {b"traceparent", b"tracestate"}
+                | (B3_HEADERS if self.write_b3 else frozenset())
+                | (JAEGER_HEADERS if self.write_jaeger else frozenset())
+            )
         # Requests that match no route are traced with the global rule.
         self.unrouted_trace = TracePolicy(tracing, None) if tracing is not None else None
         self.routes: dict[int, RouteRuntime] = {}
@@ -210,7 +209,7 @@ class HttpProtocol(asyncio.Protocol):
         self.parser = httptools.HttpRequestParser(self)
         self.client_ip = ""
         self.client_port = 0
-        self.forwarded = b""  # X-Forwarded-For and -Proto fields for a request without either
+        self.client_ip_bytes = b""  # for X-Forwarded-For
         # The access log's user-agent and host fields as JSON, for the values last seen on this connection.
         self.log_ua_raw: bytes | None = None
         self.log_ua = "null"
@@ -249,10 +248,7 @@ class HttpProtocol(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         if peer:
             self.client_ip, self.client_port = peer[0], peer[1]
-        self.forwarded = b"x-forwarded-for: %s\r\nx-forwarded-proto: %s\r\n" % (
-            self.client_ip.encode(),
-            self.ctx.scheme,
-        )
+        self.client_ip_bytes = self.client_ip.encode()
         self.ctx.open_connections.add(self)
         self._arm_timer(self.ctx.keepalive_timeout)
 
@@ -454,15 +450,7 @@ class HttpProtocol(asyncio.Protocol):
             transport.close()
             return
         else:
-            # Idle until the next request: the keep-alive timeout runs (the timer is re-armed lazily).
-            idle = self.ctx.keepalive_timeout
-            timer = self._timer
-            if idle > 0 and timer is not None:
-                deadline = self._deadline = self.loop.time() + idle
-                if timer.when() > deadline:
-                    self._arm_timer(idle)
-            else:
-                self._arm_timer(idle)
+            self._arm_timer(self.ctx.keepalive_timeout)  # idle until the next request
         if self._read_paused and len(pipeline) <= 1 and self._pending_reject is None:
             self.resume_reading()
 

@@ -101,7 +101,8 @@ def _query_predicate(params: tuple[QueryParamMatch, ...]) -> Predicate:
 
 
 def _path_check(match: RouteMatch) -> Callable[[str], bool]:
-    """The path conditions of a route as one function of the path (True when it has none)."""
+    """The path conditions of a route (exact, prefix, regex: ANDed across kinds, ORed within one) as one
+    function of the path; True when it has none."""
     paths = frozenset(match.paths)
     prefixes = match.path_prefixes
     regexes = match.path_regexes
@@ -120,15 +121,9 @@ def _path_check(match: RouteMatch) -> Callable[[str], bool]:
 
 def compile_predicates(match: RouteMatch) -> tuple[Predicate, ...]:
     predicates: list[Predicate] = []
-    if match.paths:
-        paths = frozenset(match.paths)
-        predicates.append(lambda req: req.path in paths)
-    if match.path_prefixes:
-        prefixes = match.path_prefixes
-        predicates.append(lambda req: req.path.startswith(prefixes))
-    if match.path_regexes:
-        regexes = match.path_regexes
-        predicates.append(lambda req: any(r.search(req.path) for r in regexes))
+    if match.paths or match.path_prefixes or match.path_regexes:
+        on_path = _path_check(match)
+        predicates.append(lambda req: on_path(req.path))
     if match.methods:
         methods = frozenset(match.methods)
         predicates.append(lambda req: req.method in methods)

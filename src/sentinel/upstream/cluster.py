@@ -12,7 +12,7 @@ from sentinel.upstream.target import TargetState
 
 
 class Cluster:
-    __slots__ = ("balancer", "config", "hash_header", "id", "only", "pools", "targets", "uses_key")
+    __slots__ = ("balancer", "config", "hash_header", "id", "pools", "targets", "uses_key")
 
     def __init__(
         self,
@@ -31,7 +31,6 @@ class Cluster:
             state.weight = t.weight
             self.targets.append(state)
         self.balancer: Balancer = make_balancer(config.load_balancing, self.targets)
-        self.only = self.targets[0] if len(self.targets) == 1 else None  # a one-target upstream, picked inline
         pool = config.connection_pool
         self.pools = {t.key: TargetPool(t, pool.max_idle, pool.idle_timeout_secs, loop) for t in self.targets}
         self.uses_key = config.load_balancing in (LoadBalancing.IP_HASH, LoadBalancing.CONSISTENT_HASH)
@@ -41,11 +40,6 @@ class Cluster:
     def pick(
         self, client_ip: str, headers: dict[bytes, bytes], exclude: list[TargetState] | tuple[()] = ()
     ) -> TargetState | None:
-        only = self.only
-        if only is not None and not exclude:
-            if only.active_healthy and (not only.passive_down_until or only.healthy(time.monotonic())):
-                return only
-            return None
         key = ""
         if self.uses_key:
             key = client_ip
