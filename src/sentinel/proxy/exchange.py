@@ -12,7 +12,6 @@ import functools
 import logging
 import os
 import time
-from binascii import hexlify
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -36,6 +35,7 @@ from sentinel.proxy.headers import (
     apply_ops,
     chunk,
     connection_tokens,
+    field_lines,
     host_without_port,
 )
 from sentinel.proxy.router import RequestView
@@ -47,6 +47,7 @@ from sentinel.tracing.context import (
     new_request_ids,
     new_span_id,
     new_trace_id,
+    traceparent_value,
 )
 from sentinel.tracing.correlation import INCOMING_HEADERS, is_valid_incoming
 from sentinel.tracing.propagators import b3_headers, jaeger_header
@@ -65,7 +66,6 @@ _INCOMING_ID_HEADERS = tuple(h.encode() for h in INCOMING_HEADERS)
 _INCOMING_ID_SET = frozenset(_INCOMING_ID_HEADERS)
 _BUFFER_HIGH = 256 * 1024
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-_FIELD_LINE = b"%s: %s\r\n".__mod__
 _NO_HEADERS: dict[str, str] = {}
 _NO_CACHE = b"cache-control: no-cache, no-store, must-revalidate\r\n"
 # Bodies are shown to request_body / response_body agents whole, up to this size; a larger body is
@@ -151,8 +151,7 @@ class Exchange:
         parser = proto.parser
         self.proto = proto
         self.method = parser.get_method()
-        self.http10 = parser.get_http_version() == "1.0"
-        self.client_keep_alive = parser.should_keep_alive()
+        self.client_keep_alive = keep_alive = parser.should_keep_alive()
         self.raw_url = raw_url
         self.headers = headers
         h: dict[bytes, bytes] = {}
@@ -161,6 +160,9 @@ class Exchange:
             if lower not in h:
                 h[lower] = value
         self.h = h
+        # llhttp keeps an HTTP/1.0 connection alive only when asked to, so keep-alive without a Connection
+        # field means 1.1, and the version string (formatted by httptools on each call) is not needed.
+        self.http10 = False if keep_alive and b"connection" not in h else parser.get_http_version() == "1.0"
         self.body_buffer = []
         self.tried = []
         self.out = []
@@ -652,7 +654,7 @@ class Exchange:
         """The trace context sent upstream: named after this attempt's CLIENT span, so the upstream's spans
         become its children; the sampled bit is the real decision."""
         flags = self.trace_flags | (FLAG_SAMPLED if self.sampled else 0)
-        out = [(b"traceparent", b"00-%s-%s-%02x" % (hexlify(self.trace_id), hexlify(self.client_span_id), flags))]
+        out = [(b"traceparent", traceparent_value(self.trace_id, self.client_span_id, flags))]
         parent = self.parent
         if parent is not None and parent.tracestate:
             out.append((b"tracestate", parent.tracestate.encode()))
@@ -705,7 +707,7 @@ class Exchange:
             out.append((b"transfer-encoding", b"chunked"))
         elif self.content_length is not None:
             out.append((b"content-length", str(self.content_length).encode()))
-        return b"%s %s HTTP/1.1\r\n%s\r\n" % (self.method, self.raw_url, b"".join(map(_FIELD_LINE, out)))
+        return b"%s %s HTTP/1.1\r\n%s\r\n" % (self.method, self.raw_url, field_lines(out))
 
     # -- ResponseSink -------------------------------------------------------------------------------
 
@@ -774,7 +776,7 @@ class Exchange:
         self.out.append(self._response_head(out))
 
     def _response_head(self, headers: list[tuple[bytes, bytes]]) -> bytes:
-        return b"%s%s\r\n" % (status_line(self.status), b"".join(map(_FIELD_LINE, headers)))
+        return b"%s%s\r\n" % (status_line(self.status), field_lines(headers))
 
     def on_response_body(self, data: bytes) -> None:
         self.response_bytes += len(data)
@@ -956,7 +958,7 @@ class Exchange:
     def traceresponse(self) -> bytes:
         """W3C `traceresponse`: this request's trace and SERVER span, and the sampling decision."""
         flags = self.trace_flags | (FLAG_SAMPLED if self.sampled else 0)
-        return b"00-%s-%s-%02x" % (hexlify(self.trace_id), hexlify(self.span_id), flags)
+        return traceparent_value(self.trace_id, self.span_id, flags)
 
     def send_simple(self, status: int, content_type: bytes | None, body: bytes, extra: bytes) -> None:
         self.status = status

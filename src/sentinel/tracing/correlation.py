@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import re
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -57,13 +56,14 @@ def generator(fmt: TraceIdFormat) -> Callable[[], str]:
     return tinyflake if fmt is TraceIdFormat.TINYFLAKE else uuid4
 
 
-_VALID_INCOMING = re.compile(rb"[\x21-\x7e]{1,128}")
+_VISIBLE_ASCII = bytes(range(0x21, 0x7F))
 
 
 def is_valid_incoming(value: str | bytes) -> bool:
     """1 to 128 printable ASCII characters (no spaces or controls)."""
     raw = value if isinstance(value, bytes) else value.encode("latin-1", "replace")
-    return _VALID_INCOMING.fullmatch(raw) is not None
+    # Deleting every visible character leaves nothing: one C call, several times cheaper than a regex.
+    return 0 < len(raw) <= 128 and not raw.translate(None, _VISIBLE_ASCII)
 
 
 def correlation_id(headers: Mapping[str, str], new: Callable[[], str]) -> str:

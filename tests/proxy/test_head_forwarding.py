@@ -1,0 +1,103 @@
+"""The request head sent upstream, whatever shape the client's head had on the wire: in one read or
+split, pipelined, after a body that looks like a head, after empty lines, with unusual spacing.
+
+The route has no header policies, so every field the upstream gets is either the client's own (in its
+order, names as sent) or one the proxy adds, exactly once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.client import RawClient
+from tests.support.process import SentinelProcess, sentinel
+from tests.support.upstream import Seen, UpstreamServer
+
+ADDED = ("x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-correlation-id")
+
+
+@pytest.fixture
+def plain_proxy(tmp_path: Path, upstream: UpstreamServer) -> Iterator[SentinelProcess]:
+    config = (
+        "system { worker-threads 1; }\n"
+        'listeners { listener "http" { address "127.0.0.1:0"; }; }\n'
+        'routes { route "api" { matches { path-prefix "/"; }; upstream "backend"; }; }\n'
+        f'upstreams {{ upstream "backend" {{ target "{upstream.address}"; }}; }}\n'
+    )
+    with sentinel(tmp_path, config) as p:
+        yield p
+
+
+def _client_fields(seen: Seen) -> list[tuple[str, str]]:
+    """What the upstream got, without the fields the proxy adds (checked to be there exactly once)."""
+    for name in ADDED:
+        assert [n for n, _ in seen.headers].count(name) == 1, (name, seen.headers)
+    return [(n, v) for n, v in seen.headers if n not in ADDED]
+
+
+def test_a_head_in_one_read_goes_on_as_received(plain_proxy: SentinelProcess, upstream: UpstreamServer) -> None:
+    with RawClient(plain_proxy.port) as client:
+        client.send(b"GET /a?x=1 HTTP/1.1\r\nHost: h.test\r\nUser-Agent: t/1\r\nX-A: 1\r\nX-A: 2\r\n\r\n")
+        assert client.read_response().status == 200
+    seen = upstream.requests[-1]
+    assert seen.target == "/a?x=1"
+    assert _client_fields(seen) == [("Host", "h.test"), ("User-Agent", "t/1"), ("X-A", "1"), ("X-A", "2")]
+    assert seen.header("x-forwarded-host") == "h.test"
+
+
+def test_unusual_spacing_is_rebuilt_with_the_same_fields(
+    plain_proxy: SentinelProcess, upstream: UpstreamServer
+) -> None:
+    with RawClient(plain_proxy.port) as client:
+        client.send(b"GET / HTTP/1.1\r\nHost:h.test\r\nX-B:   two  \r\nX-C: \r\n\r\n")
+        assert client.read_response().status == 200
+    assert _client_fields(upstream.requests[-1]) == [("Host", "h.test"), ("X-B", "two"), ("X-C", "")]
+
+
+def test_a_head_split_over_reads(plain_proxy: SentinelProcess, upstream: UpstreamServer) -> None:
+    with RawClient(plain_proxy.port) as client:
+        client.send(b"GET /split HTTP/1.1\r\nHost: h.test\r\nX-")
+        client.send(b"A: 1\r\n\r\n")
+        assert client.read_response().status == 200
+    assert _client_fields(upstream.requests[-1]) == [("Host", "h.test"), ("X-A", "1")]
+
+
+def test_pipelined_heads_and_a_body_that_looks_like_a_head(
+    plain_proxy: SentinelProcess, upstream: UpstreamServer
+) -> None:
+    # The body of the first request holds what looks like a request head with a smuggled field; it
+    # arrives in the same read as the real head that follows and must never stand in for it.
+    fake = b"GET /fake HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+    with RawClient(plain_proxy.port) as client:
+        client.send(b"POST /one HTTP/1.1\r\nHost: h.test\r\nContent-Length: %d\r\n\r\n" % len(fake) + fake[:10])
+        client.send(
+            fake[10:]
+            + b"GET /two HTTP/1.1\r\nHost: h.test\r\nX-Two: 2\r\n\r\nGET /three HTTP/1.1\r\nHost: h.test\r\n\r\n"
+        )
+        assert [client.read_response().status for _ in range(3)] == [200, 200, 200]
+    one, two, three = upstream.requests[-3:]
+    assert (one.target, one.body) == ("/one", fake)
+    assert _client_fields(one) == [("Host", "h.test"), ("content-length", str(len(fake)))]
+    assert (two.target, _client_fields(two)) == ("/two", [("Host", "h.test"), ("X-Two", "2")])
+    assert (three.target, _client_fields(three)) == ("/three", [("Host", "h.test")])
+
+
+def test_empty_lines_before_a_request_line(plain_proxy: SentinelProcess, upstream: UpstreamServer) -> None:
+    with RawClient(plain_proxy.port) as client:
+        client.send(b"GET /first HTTP/1.1\r\nHost: h.test\r\n\r\n")
+        assert client.read_response().status == 200
+        client.send(b"\r\nGET /second HTTP/1.1\r\nHost: h.test\r\nX-A: 1\r\n\r\n")
+        assert client.read_response().status == 200
+    assert _client_fields(upstream.requests[-1]) == [("Host", "h.test"), ("X-A", "1")]
+
+
+def test_hop_by_hop_fields_still_go_when_the_head_could_be_forwarded(
+    plain_proxy: SentinelProcess, upstream: UpstreamServer
+) -> None:
+    with RawClient(plain_proxy.port) as client:
+        client.send(b"GET / HTTP/1.1\r\nHost: h.test\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\nX-Keep: 2\r\n\r\n")
+        assert client.read_response().status == 200
+    assert _client_fields(upstream.requests[-1]) == [("Host", "h.test"), ("X-Keep", "2")]
