@@ -194,7 +194,7 @@ class V2Connection(AgentConnection):
                 if kind == AGENT_RESPONSE:
                     if payload.startswith(ALLOW_HEAD) and payload.endswith(ALLOW_TAIL):
                         call_id = payload[len(ALLOW_HEAD) : -len(ALLOW_TAIL)]
-                        if b"\\" not in call_id and call_id.startswith(b'"') and call_id.endswith(b'"'):
+                        if call_id.find(b"\\") < 0 and call_id.startswith(b'"') and call_id.endswith(b'"'):
                             # A plain allow, laid out as the SDK and the Rust agents write it: no parsing.
                             call = self.pending.pop(call_id[1:-1].decode(), None)
                             if call is not None:

@@ -136,7 +136,7 @@ def _header_name(name: Any) -> bytes:
 
 def _header_value(value: Any) -> bytes:
     raw = _text(value).encode("latin-1", "replace")
-    if b"\r" in raw or b"\n" in raw or b"\0" in raw:
+    if raw.find(b"\r") >= 0 or raw.find(b"\n") >= 0 or raw.find(b"\0") >= 0:  # not `in`: see Exchange.start
         raise ProtocolError("header value with CR, LF or NUL")
     return raw
 

@@ -265,7 +265,9 @@ class Exchange:
             self.send_error(*self.pending_error)
             return
         raw_url = self.raw_url
-        if raw_url[:1] == b"/" and b"#" not in raw_url:
+        # find, not `in`: `bytes in bytes` first tries the operand as an integer and raises and clears a
+        # TypeError every time (about 1 us with cold caches).
+        if raw_url[:1] == b"/" and raw_url.find(b"#") < 0:
             # Origin form, as nearly every request has it (llhttp has checked its characters).
             path, _, query = raw_url.partition(b"?")
             self.path = path.decode("latin-1")

@@ -23,7 +23,7 @@ from sentinel.metrics.recording import RouteMetrics, UpstreamMetrics, WorkerMetr
 from sentinel.proxy.builtins import ERROR_JSON, Builtins
 from sentinel.proxy.errors import error_body, reason
 from sentinel.proxy.exchange import Exchange
-from sentinel.proxy.headers import HOP_BY_HOP, REPLACED_UPSTREAM, compile_ops
+from sentinel.proxy.headers import HOP_BY_HOP, REPLACED_UPSTREAM, compile_ops, host_without_port
 from sentinel.proxy.router import CompiledRoute, Router
 from sentinel.tracing.context import SpanContext
 from sentinel.tracing.correlation import generator
@@ -224,7 +224,7 @@ class HttpProtocol(asyncio.Protocol):
         self._read_paused = False
         self._pending_reject: tuple[int, str, str] | None = None
         self._span_attributes: bytes | None = None
-        self._span_attributes_http10 = False
+        self._span_attributes_key: tuple[bool, bytes | None, bytes | None] = (False, None, None)
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._header_bytes = 0
@@ -311,16 +311,24 @@ class HttpProtocol(asyncio.Protocol):
             self.transport.close()
         return True
 
-    def span_attributes(self, http10: bool) -> bytes:
-        """SERVER-span attributes constant for this connection, encoded on the first sampled request."""
+    def span_attributes(self, http10: bool, host: bytes | None, user_agent: bytes | None) -> bytes:
+        """SERVER-span attributes constant for this connection, encoded on the first sampled request and
+        again only when the HTTP version, Host or User-Agent changes."""
         cached = self._span_attributes
-        if cached is None or self._span_attributes_http10 != http10:
+        key = self._span_attributes_key
+        if cached is None or key[0] != http10 or key[1] != host or key[2] != user_agent:
             ctx = self.ctx
             cached = connection_attributes(
-                ctx.scheme.decode(), ctx.server_port, self.client_ip, self.client_port, http10
+                ctx.scheme.decode(),
+                ctx.server_port,
+                self.client_ip,
+                self.client_port,
+                http10,
+                host_without_port(host.decode("latin-1")) if host else ctx.listener.address.host,
+                user_agent,
             )
             self._span_attributes = cached
-            self._span_attributes_http10 = http10
+            self._span_attributes_key = (http10, host, user_agent)
         return cached
 
     def drain(self, grace: float) -> None:

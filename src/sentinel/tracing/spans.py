@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from sentinel.config.model import RouteConfig
-from sentinel.proxy.headers import host_without_port
 from sentinel.tracing.otlp import AttrValue, SpanKind, StatusCode, encode_attributes, encode_span
 
 if TYPE_CHECKING:
@@ -31,18 +30,30 @@ def route_attributes(route: RouteConfig, template: str | None) -> bytes:
     return encode_attributes(attrs)
 
 
-def connection_attributes(scheme: str, server_port: int, client_ip: str, client_port: int, http10: bool) -> bytes:
-    """The SERVER-span attributes that are the same for every request on one client connection."""
-    return encode_attributes(
-        [
-            ("url.scheme", scheme),
-            ("server.port", server_port),
-            ("client.address", client_ip),
-            ("network.peer.address", client_ip),
-            ("network.peer.port", client_port),
-            ("network.protocol.version", _PROTOCOL_VERSION[http10]),
-        ]
-    )
+def connection_attributes(
+    scheme: str,
+    server_port: int,
+    client_ip: str,
+    client_port: int,
+    http10: bool,
+    server_address: str,
+    user_agent: bytes | None,
+) -> bytes:
+    """The SERVER-span attributes that are the same for every request on one client connection (or
+    nearly: the Host and User-Agent a client sends rarely change between its requests, and when they
+    do, the connection's cache is remade)."""
+    attrs: list[tuple[str, AttrValue]] = [
+        ("url.scheme", scheme),
+        ("server.address", server_address),
+        ("server.port", server_port),
+        ("client.address", client_ip),
+        ("network.peer.address", client_ip),
+        ("network.peer.port", client_port),
+        ("network.protocol.version", _PROTOCOL_VERSION[http10]),
+    ]
+    if user_agent is not None:
+        attrs.append(("user_agent.original", user_agent.decode("latin-1")))
+    return encode_attributes(attrs)
 
 
 _target_attributes: dict[tuple[str, str], bytes] = {}
@@ -71,16 +82,11 @@ def server_span(ex: Exchange, end_ns: int) -> bytes:
     route = ex.route
     method = ex.method.decode("latin-1")
     template = route.template if route is not None else None
-    host = ex.h.get(b"host")
     attrs: list[tuple[str, AttrValue]] = [("http.request.method", method), ("url.path", ex.path)]
     if ex.query and ctx.tracing is not None and ctx.tracing.record_query:
         attrs.append(("url.query", ex.query))
     if ex.status:
         attrs.append(("http.response.status_code", ex.status))
-    attrs.append(("server.address", host_without_port(host.decode("latin-1")) if host else ctx.listener.address.host))
-    user_agent = ex.h.get(b"user-agent")
-    if user_agent is not None:
-        attrs.append(("user_agent.original", user_agent.decode("latin-1")))
     attrs.append(("http.request.body.size", ex.request_body_bytes))
     attrs.append(("http.response.body.size", ex.response_bytes))
     error = ex.error_type()
@@ -102,7 +108,8 @@ def server_span(ex: Exchange, end_ns: int) -> bytes:
         trace_state=parent.tracestate or "" if parent is not None else "",
         flags=_remote_parent_flags(ex),
     )
-    constant = proto.span_attributes(ex.http10)
+    h = ex.h
+    constant = proto.span_attributes(ex.http10, h.get(b"host"), h.get(b"user-agent"))
     return body + constant + route.span_attributes if route is not None else body + constant
 
 
