@@ -37,7 +37,10 @@ class TraceIdRatioSampler:
 
     def should_sample(self, trace_id: bytes) -> bool:
         """`trace_id` is the 16 raw bytes; its last 8 are the low 64 bits of the SDK's integer id."""
-        return int.from_bytes(trace_id[8:16], "big") < self._bound
+        bound = self._bound
+        if bound == 0:  # rate 0, the common production setting: no 64-bit integer to build
+            return False
+        return int.from_bytes(trace_id[8:16], "big") < bound
 
     def __repr__(self) -> str:
         return f"TraceIdRatioSampler({self._rate!r})"
