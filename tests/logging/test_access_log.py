@@ -10,6 +10,9 @@ import signal
 import threading
 from pathlib import Path
 
+import pytest
+
+from sentinel.logging.access import millis
 from tests.support.client import request
 from tests.support.configs import proxy_config
 from tests.support.otlp_receivers import GrpcReceiver
@@ -211,3 +214,21 @@ def test_rotation_with_sigusr1_loses_no_line(tmp_path: Path, upstream: UpstreamS
     paths = sorted(json.loads(ln)["path"] for ln in lines(rotated) + lines(log) if '"/r/' in ln)
     assert paths == sorted(f"/r/{i}" for i in range(sent))
     assert any('"/r/' in ln for ln in lines(log))  # the new file got the lines after the signal
+
+
+@pytest.mark.parametrize(
+    ("ns", "text"),
+    [
+        (0, "0.000"),
+        (499, "0.000"),
+        (500, "0.001"),  # halves round up
+        (4_500, "0.005"),
+        (1_234_567, "1.235"),
+        (999_999_999, "1000.000"),
+        (12_345_678_901, "12345.679"),
+        (-5, "0.000"),  # the wall clock stepped back
+        (-2_000_000, "0.000"),
+    ],
+)
+def test_duration_ms_text(ns: int, text: str) -> None:
+    assert millis(ns) == text

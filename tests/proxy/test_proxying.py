@@ -123,6 +123,19 @@ def test_close_delimited_response_is_rechunked_for_http11_and_streamed_for_http1
         assert client.closed_by_peer()
 
 
+def test_http10_is_recognised_whatever_asks_for_keep_alive(proxy: SentinelProcess, upstream: UpstreamServer) -> None:
+    # llhttp reports keep-alive for an HTTP/1.0 request with Connection or Proxy-Connection: keep-alive;
+    # the request is still 1.0: no Host needed, and a close-delimited answer is not chunked.
+    for field in (b"Connection", b"Proxy-Connection"):
+        with RawClient(proxy.port) as client:
+            client.send(b"GET /close HTTP/1.0\r\n%s: keep-alive\r\n\r\n" % field)
+            resp = client.read_response()
+            assert resp.status == 200, (field, resp)
+            assert resp.body == b"until the end"
+            assert resp.header("transfer-encoding") is None
+            assert client.closed_by_peer()
+
+
 def test_http10_keep_alive(proxy: SentinelProcess, upstream: UpstreamServer) -> None:
     with RawClient(proxy.port) as client:
         client.send(b"GET /one HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")

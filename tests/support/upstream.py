@@ -34,6 +34,7 @@ class Seen:
     target: str
     headers: list[tuple[str, str]]
     body: bytes
+    head: bytes = b""  # the request head as received, up to and including the blank line
 
     def header(self, name: str) -> str | None:
         values = [v for n, v in self.headers if n.lower() == name.lower()]
@@ -113,7 +114,7 @@ class UpstreamServer:
             writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         keep = path != "/count"
         body = await self._read_body(reader, lower, keep)
-        seen = Seen(method, target, headers, body if keep else b"")
+        seen = Seen(method, target, headers, body if keep else b"", head)
         self.requests.append(seen)
         return await self._answer(path, seen, len(body) if keep else int(body or b"0"), writer, reader)
 

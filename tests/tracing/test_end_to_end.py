@@ -16,7 +16,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, format_span_id, format_trace_id
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from tests.support.client import request
+from tests.support.client import RawClient, request
 from tests.support.configs import proxy_config
 from tests.support.metrics import scrape, value
 from tests.support.otlp_receivers import GrpcReceiver
@@ -190,3 +190,34 @@ def test_collector_down_does_not_break_requests_and_memory_stays_flat(tmp_path: 
             assert started == 2200
             assert queued <= 200
             assert dropped + queued <= 2 * 2200
+
+
+def test_server_span_host_and_user_agent_follow_each_request_on_a_connection(
+    tmp_path: Path, otlp_receiver: tuple[LoopThread, GrpcReceiver], upstream: UpstreamServer
+) -> None:
+    # server.address and user_agent.original are encoded once per connection and remade when they
+    # change: three requests on one keep-alive connection, each must carry its own.
+    loop, otlp = otlp_receiver
+    tracing = (
+        "observability {\n    tracing {\n"
+        f'        backend "otlp" {{\n            endpoint "http://127.0.0.1:{otlp.port}"\n        }}\n'
+        "        sampling-rate 1.0\n        schedule-delay-ms 50\n    }\n}\n"
+    )
+    heads = [
+        b"GET /one HTTP/1.1\r\nHost: a.test:8080\r\nUser-Agent: first/1\r\n\r\n",
+        b"GET /two HTTP/1.1\r\nHost: b.test\r\nUser-Agent: second/2\r\n\r\n",
+        b"GET /three HTTP/1.1\r\nHost: b.test\r\n\r\n",
+    ]
+    with sentinel(tmp_path, proxy_config(upstream.address, extra=tracing)) as proc:
+        with RawClient(proc.port) as client:
+            for head in heads:
+                client.send(head)
+                assert client.read_response().status == 200
+        wait_for(lambda: len(loop.call(lambda: otlp.spans)) >= 6, timeout=15, what="the SERVER and CLIENT spans")
+        exported = loop.call(lambda: list(otlp.spans))
+    seen = {}
+    for span in exported:
+        if span.kind == 2:
+            attrs = {kv.key: kv.value.string_value for kv in span.attributes}
+            seen[attrs["url.path"]] = (attrs["server.address"], attrs.get("user_agent.original"))
+    assert seen == {"/one": ("a.test", "first/1"), "/two": ("b.test", "second/2"), "/three": ("b.test", None)}

@@ -57,9 +57,9 @@ _THREE_DIGITS: Final = tuple(f"{n:03d}" for n in range(1000))
 
 
 def millis(ns: int) -> str:
-    """A duration in milliseconds with three decimals, like `f"{ns / 1e6:.3f}"` but without the format
-    spec, which makes mypyc build the whole line with `str.format` (about 1 µs a line). A negative
-    duration (the wall clock stepped back) is logged as 0."""
+    """A duration in milliseconds with three decimals, rounded half up: what `f"{ns / 1e6:.3f}"` gives
+    (but for exact halves), without the format spec, which makes mypyc build the whole line with
+    `str.format` (about 1 µs a line). A negative duration (the wall clock stepped back) is logged as 0."""
     us = (ns + 500) // 1000 if ns > 0 else 0
     return f"{us // 1000}.{_THREE_DIGITS[us % 1000]}"
 

@@ -160,9 +160,14 @@ class Exchange:
             if lower not in h:
                 h[lower] = value
         self.h = h
-        # llhttp keeps an HTTP/1.0 connection alive only when asked to, so keep-alive without a Connection
-        # field means 1.1, and the version string (formatted by httptools on each call) is not needed.
-        self.http10 = False if keep_alive and b"connection" not in h else parser.get_http_version() == "1.0"
+        # llhttp keeps an HTTP/1.0 connection alive only when a Connection or Proxy-Connection field asks
+        # for it, so keep-alive without either means 1.1, and the version string (formatted by httptools
+        # on each call) is not needed.
+        self.http10 = (
+            False
+            if keep_alive and b"connection" not in h and b"proxy-connection" not in h
+            else parser.get_http_version() == "1.0"
+        )
         self.body_buffer = []
         self.tried = []
         self.out = []
@@ -418,7 +423,7 @@ class Exchange:
         metrics = self.proto.ctx.metrics
         if metrics is not None:
             metrics.block(_BLOCKED_REASONS.get(reply.decision, "agent_redirect"))
-        headers = b"".join([b"%s: %s\r\n" % pair for pair in reply.headers])
+        headers = field_lines(reply.headers)
         if not any(name == b"x-correlation-id" for name, _ in reply.headers):
             headers += b"x-correlation-id: %s\r\n" % self.correlation_id.encode()
         self.send_simple(reply.status, None, reply.body, headers)

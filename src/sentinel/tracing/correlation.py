@@ -49,8 +49,8 @@ def tinyflake() -> str:
     now = int(time.time())
     second = _SECOND
     if second.unix != now:
-        second.unix = now
         second.text = base58(now % _TIME_MODULUS, 3)
+        second.unix = now
     r = _getrandbits(48)
     d8 = BASE58[r % 58]
     r //= 58
