@@ -10,7 +10,6 @@ list, statuses are three-digit numbers, failure reasons are a fixed vocabulary.
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from typing import Any, Final
 
 # Not `Final`: mypyc (2.4) leaves a Final tuple of floats unset at run time.
@@ -35,8 +34,14 @@ class Histogram:
         self.exemplars: list[Exemplar | None] | None = [None] * (len(bounds) + 1) if exemplars else None
 
     def observe(self, seconds: float) -> int:
-        # bisect_left: the first bound >= value, as Prometheus buckets are "less than or equal".
-        i = bisect_left(self.bounds, seconds)
+        # The first bound >= value, as Prometheus buckets are "less than or equal". A scan from the
+        # smallest bound: requests mostly land in the first buckets, and compiled, the loop costs half
+        # a call to bisect_left (~60 against ~120 ns).
+        bounds = self.bounds
+        n = len(bounds)
+        i = 0
+        while i < n and bounds[i] < seconds:
+            i += 1
         self.counts[i] += 1
         self.sum += seconds
         return i
