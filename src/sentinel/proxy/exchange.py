@@ -809,22 +809,25 @@ class Exchange:
 
     def on_response_complete(self) -> None:
         conn, self.conn = self.conn, None
-        self._attempt_ended(self.status, "")
+        end_ns = time.time_ns() if self.attempt_start_ns else 0  # the attempt ends now, not after the write
+        if self.status != 101:
+            if self.mode == _CHUNKED:
+                self.out.append(LAST_CHUNK)
+            self.flush()  # the client's bytes first: what follows is bookkeeping, off the client's latency
+        self._attempt_ended(self.status, "", end_ns)
         target = self.tried[-1]
         target.inflight -= 1
         if self.status >= 500:
             target.record_failure(_monotonic())
         else:
             target.record_success()
-        transport = self.proto.transport
         if self.status == 101:
             # The tunnel ended (the upstream closed): end the client side too.
+            transport = self.proto.transport
             if transport is not None:
                 transport.close()
             self._finish(keep_alive=False)
             return
-        if self.mode == _CHUNKED:
-            self.out.append(LAST_CHUNK)
         if conn is not None:
             if self.held_head is not None and conn.transport is not None:
                 conn.transport.resume_reading()  # paused while response agents decide
@@ -836,7 +839,6 @@ class Exchange:
             self.held_complete = True  # the client's side ends once response agents have decided
             self._advance_held()
             return
-        self.flush()
         self._response_done()
 
     def _response_done(self) -> None:
@@ -1044,13 +1046,14 @@ class Exchange:
                 else:
                     metrics.failed("unavailable")
 
-    def _attempt_ended(self, status: int, error: str) -> None:
-        """An upstream attempt ended: close its CLIENT span (sampled requests) and count it."""
+    def _attempt_ended(self, status: int, error: str, end_ns: int = 0) -> None:
+        """An upstream attempt ended (at `end_ns`, or now): close its CLIENT span (sampled requests) and
+        count it."""
         start = self.attempt_start_ns
         if not start:
             return
         self.attempt_start_ns = 0
-        end = time.time_ns()
+        end = end_ns or time.time_ns()
         if self.sampled:
             recorder = self.proto.ctx.recorder
             if recorder is not None:
