@@ -115,15 +115,20 @@ def test_one_connected_trace(tmp_path: Path, otlp_receiver: tuple[LoopThread, Gr
     assert resource_attrs["service.name"] == "sentinel"
 
 
+def _sample_everything(port: int) -> str:
+    """Tracing at sampling 1.0, exported to the receiver on `port` every 50 ms."""
+    return (
+        "observability {\n    tracing {\n"
+        f'        backend "otlp" {{\n            endpoint "http://127.0.0.1:{port}"\n        }}\n'
+        "        sampling-rate 1.0\n        schedule-delay-ms 50\n    }\n}\n"
+    )
+
+
 def test_every_workers_spans_arrive(
     tmp_path: Path, otlp_receiver: tuple[LoopThread, GrpcReceiver], upstream: UpstreamServer
 ) -> None:
     loop, otlp = otlp_receiver
-    tracing = (
-        "observability {\n    tracing {\n"
-        f'        backend "otlp" {{\n            endpoint "http://127.0.0.1:{otlp.port}"\n        }}\n'
-        "        sampling-rate 1.0\n        schedule-delay-ms 50\n    }\n}\n"
-    )
+    tracing = _sample_everything(otlp.port)
     config = proxy_config(upstream.address, extra=tracing, workers=2)
     with sentinel(tmp_path, config) as proc:
         instances = set()
@@ -198,11 +203,7 @@ def test_server_span_host_and_user_agent_follow_each_request_on_a_connection(
     # server.address and user_agent.original are encoded once per connection and remade when they
     # change: three requests on one keep-alive connection, each must carry its own.
     loop, otlp = otlp_receiver
-    tracing = (
-        "observability {\n    tracing {\n"
-        f'        backend "otlp" {{\n            endpoint "http://127.0.0.1:{otlp.port}"\n        }}\n'
-        "        sampling-rate 1.0\n        schedule-delay-ms 50\n    }\n}\n"
-    )
+    tracing = _sample_everything(otlp.port)
     heads = [
         b"GET /one HTTP/1.1\r\nHost: a.test:8080\r\nUser-Agent: first/1\r\n\r\n",
         b"GET /two HTTP/1.1\r\nHost: b.test\r\nUser-Agent: second/2\r\n\r\n",
