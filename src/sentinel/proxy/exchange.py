@@ -176,18 +176,15 @@ class Exchange:
             self.upgrade = True
         else:
             self.upgrade = False
-            if len(h) > 1 or b"host" not in h:
-                # Framing fields; a request without a body is complete with its head (exchanges start at
-                # the head, before httptools reports the message complete).
-                length = h.get(b"content-length")
-                if length is not None:
-                    self.content_length = int(length)
-                self.chunked = b"transfer-encoding" in h
-                self.request_done = not self.chunked and not self.content_length
-                if b"expect" in h:
-                    self.expect_continue = h[b"expect"].lower() == b"100-continue"
-            else:
-                self.request_done = True
+            # Framing fields; a request without a body is complete with its head (exchanges start at the
+            # head, before httptools reports the message complete).
+            length = h.get(b"content-length")
+            if length is not None:
+                self.content_length = int(length)
+            self.chunked = b"transfer-encoding" in h
+            self.request_done = not self.chunked and not self.content_length
+            if b"expect" in h:
+                self.expect_continue = h[b"expect"].lower() == b"100-continue"
         metrics = proto.ctx.metrics
         if metrics is not None:
             metrics.requests_started += 1
@@ -634,12 +631,6 @@ class Exchange:
         conn.start(self, self.method == b"HEAD", route.read_timeout)
         transport = conn.transport
         assert transport is not None
-        if self.body_buffer or self.chunked or self.expect_continue or not self.proto.writable:
-            self._send_with_body(transport, route)
-        else:
-            transport.write(self._upstream_head(route))
-
-    def _send_with_body(self, transport: asyncio.Transport, route: RouteRuntime) -> None:
         # Head, buffered body and terminator in one write: one syscall for a typical request.
         pieces = [self._upstream_head(route)]
         if self.body_buffer and not self.upgrade:

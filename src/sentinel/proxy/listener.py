@@ -24,7 +24,7 @@ from sentinel.proxy.builtins import ERROR_JSON, Builtins
 from sentinel.proxy.errors import error_body, reason
 from sentinel.proxy.exchange import Exchange
 from sentinel.proxy.headers import HOP_BY_HOP, REPLACED_UPSTREAM, compile_ops, host_without_port
-from sentinel.proxy.router import CompiledRoute, Router
+from sentinel.proxy.router import Router
 from sentinel.tracing.context import SpanContext
 from sentinel.tracing.correlation import generator
 from sentinel.tracing.policy import TracePolicy
@@ -175,10 +175,12 @@ class ListenerContext:
         self.routes: dict[int, RouteRuntime] = {}
         for compiled in self.router.routes:
             r = compiled.config
+            cluster = clusters.get(r.upstream) if r.upstream else None
+            route_agents = agents.for_route(r) if agents is not None else None
             self.routes[id(compiled)] = RouteRuntime(
                 config=r,
                 template=compiled.template,
-                cluster=clusters.get(r.upstream) if r.upstream else None,
+                cluster=cluster,
                 request_ops=compile_ops(r.policies.request_headers),
                 response_ops=compile_ops(r.policies.response_headers),
                 max_attempts=r.retry.max_attempts,
@@ -187,16 +189,11 @@ class ListenerContext:
                 metrics=metrics.route(r.id) if metrics is not None else None,
                 upstream_metrics=metrics.upstream(r.upstream) if metrics is not None and r.upstream else None,
                 log_fields=route_fields(r) if access_log is not None else "",
-                agents=agents.for_route(r) if agents is not None else None,
+                agents=route_agents,
+                plain=route_agents is None and r.builtin_handler is None and cluster is not None,
+                timeout=r.timeout_secs,
+                read_timeout=cluster.config.timeouts.read_secs if cluster is not None else 0.0,
             )
-            runtime = self.routes[id(compiled)]
-            runtime.plain = runtime.agents is None and r.builtin_handler is None and runtime.cluster is not None
-            runtime.timeout = r.timeout_secs
-            if runtime.cluster is not None:
-                runtime.read_timeout = runtime.cluster.config.timeouts.read_secs
-
-    def runtime(self, route: CompiledRoute) -> RouteRuntime:
-        return self.routes[id(route)]
 
 
 class HttpProtocol(asyncio.Protocol):

@@ -125,9 +125,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.expect_body = not head_request
         self.received_any = False
         self.head_done = False
-        self._headers = []
-        self._set_aside = []
-        self._has_length = False
+        self._new_head()
         self.last_read = self.loop.time()
         self.read_timeout = read_timeout
         if self.timer is None:
@@ -197,16 +195,18 @@ class UpstreamConnection(asyncio.Protocol):
             self._has_length = True
         self._headers.append((name, value))
 
+    def _new_head(self) -> None:
+        self._headers = []
+        self._set_aside = []
+        self._has_length = False
+
     def on_headers_complete(self) -> None:
         sink = self.sink
         if sink is None:
             return
         status = self._parser.get_status_code()
         if 100 <= status < 200 and status != 101:
-            # Interim answer (100 Continue): the real one follows.
-            self._headers = []
-            self._set_aside = []
-            self._has_length = False
+            self._new_head()  # interim answer (100 Continue): the real one follows
             return
         self.head_done = True
         sink.on_response_head(status, self._headers, self._set_aside, self._has_length)
