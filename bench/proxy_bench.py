@@ -14,6 +14,12 @@ the same nginx measured 17k and 35k req/s a minute apart. With --pin, wrk runs o
 servers under test (upstream, nginx, Sentinel with 1 worker) on CPU 1: each proxy then shares one core
 with the upstream, which compares CPU cost per request; unpinned (the default) is the deployment-like
 setup where the proxy competes with wrk and the upstream for two cores.
+
+With --halt-poll NS, the guest kernel's cpuidle-haltpoll driver polls for up to NS nanoseconds before
+halting an idle vCPU (restored afterwards; root, and a VM guest with that driver). On a VM whose
+vCPUs halt at once (guest_halt_poll_ns=0), every wake-up of an idle vCPU is an exit to the
+hypervisor costing tens of microseconds, and at one connection a request meets two to four of them:
+the 1-connection latencies then measure the hypervisor as much as the proxies (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -294,6 +300,28 @@ def rss_of_children(pid: int) -> int:
     return total
 
 
+HALT_POLL = Path("/sys/module/haltpoll/parameters/guest_halt_poll_ns")
+
+
+def read_halt_poll() -> int | None:
+    try:
+        return int(HALT_POLL.read_text())
+    except OSError:
+        return None
+
+
+def set_halt_poll(ns: int) -> int:
+    """Set guest_halt_poll_ns; returns the value it had."""
+    before = read_halt_poll()
+    if before is None:
+        raise SystemExit(f"--halt-poll: {HALT_POLL} is missing (not a VM guest with the cpuidle-haltpoll driver)")
+    try:
+        HALT_POLL.write_text(str(ns))
+    except OSError as exc:
+        raise SystemExit(f"--halt-poll: cannot write {HALT_POLL}: {exc} (run as root)") from exc
+    return before
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per throughput measurement")
@@ -314,6 +342,12 @@ def main() -> int:
     parser.add_argument(
         "--pin", action="store_true", help="pin wrk to CPU 0 and the servers to CPU 1 (CPU-efficiency comparison)"
     )
+    parser.add_argument(
+        "--halt-poll",
+        type=int,
+        metavar="NS",
+        help="set the guest's haltpoll guest_halt_poll_ns to NS for the run (VM guests; restored afterwards)",
+    )
     parser.add_argument("--only", choices=["direct", "nginx", "bare", "sentinel-1", "sentinel-auto"], action="append")
     args = parser.parse_args()
     for tool in ("wrk", "nginx"):
@@ -323,6 +357,7 @@ def main() -> int:
     if args.pin and (os.cpu_count() or 1) >= 2 and shutil.which("taskset"):
         PIN_CLIENT[:] = ["taskset", "-c", "0"]
         PIN_SERVER[:] = ["taskset", "-c", "1"]
+    halt_poll_before = set_halt_poll(args.halt_poll) if args.halt_poll is not None else None
     procs = Procs()
     work = Path(tempfile.mkdtemp(prefix="sentinel-bench-"))
     results: list[Result] = []
@@ -418,6 +453,15 @@ def main() -> int:
             ]
             if per_round:
                 notes[f"{name}/nginx per-round ratios"] = [round(x, 2) for x in per_round]
+            # Added p50 at one connection, target against nginx, each round against its own direct run.
+            added = [
+                (r[(name, 1)].p50_ms - r[("direct", 1)].p50_ms) / (r[("nginx", 1)].p50_ms - r[("direct", 1)].p50_ms)
+                for r in rounds
+                if all(key in r for key in ((name, 1), ("nginx", 1), ("direct", 1)))
+                and r[("nginx", 1)].p50_ms > r[("direct", 1)].p50_ms
+            ]
+            if added:
+                notes[f"{name}/nginx per-round added-latency ratios"] = [round(x, 2) for x in added]
         kept = [
             r[("sentinel-1-agent", args.connections)].requests_per_sec
             / r[("sentinel-1", args.connections)].requests_per_sec
@@ -437,6 +481,9 @@ def main() -> int:
     finally:
         procs.stop_all()
         shutil.rmtree(work, ignore_errors=True)
+        if halt_poll_before is not None:
+            set_halt_poll(halt_poll_before)
+    notes["guest_halt_poll_ns"] = args.halt_poll if args.halt_poll is not None else read_halt_poll()
 
     report(results, notes, args)
     return 0

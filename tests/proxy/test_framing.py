@@ -33,6 +33,9 @@ SMUGGLING = {
     "negative content-length": b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n",
     "garbage request line": b"HELLO\r\n\r\n",
     "missing host on HTTP/1.1": b"GET / HTTP/1.1\r\nX-A: b\r\n\r\n",
+    # A reverse proxy opens no tunnels: CONNECT (which llhttp reports as an upgrade) is refused.
+    "CONNECT": b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
+    "HTTP/2 preface": b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
 }
 
 
