@@ -222,3 +222,123 @@ def test_server_span_host_and_user_agent_follow_each_request_on_a_connection(
             attrs = {kv.key: kv.value.string_value for kv in span.attributes}
             seen[attrs["url.path"]] = (attrs["server.address"], attrs.get("user_agent.original"))
     assert seen == {"/one": ("a.test", "first/1"), "/two": ("b.test", "second/2"), "/three": ("b.test", None)}
+
+
+def test_server_and_client_spans_field_by_field(
+    tmp_path: Path, otlp_receiver: tuple[LoopThread, GrpcReceiver], upstream: UpstreamServer
+) -> None:
+    # Every field and attribute of both spans of two requests on one connection: a failed POST that
+    # continues a remote trace (query recorded, tracestate, a body size beyond two-byte varints), then a
+    # GET whose path is longer than the span encoder's cached string lengths.
+    loop, otlp = otlp_receiver
+    recording_query = "sampling-rate 1.0\n        record-query #true"
+    tracing = _sample_everything(otlp.port).replace("sampling-rate 1.0", recording_query)
+    trace_id, parent_id = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
+    body = b"b" * 20000
+    long_path = "/" + "segment-" * 20
+    with sentinel(tmp_path, proxy_config(upstream.address, extra=tracing)) as proc:
+        with RawClient(proc.port) as client:
+            client_port = client.sock.getsockname()[1]
+            client.send(
+                b"POST /status/503?q=1 HTTP/1.1\r\nHost: test.local\r\nUser-Agent: probe/1.0\r\n"
+                b"traceparent: 00-%s-%s-01\r\ntracestate: vendor=abc\r\nContent-Length: %d\r\n\r\n%s"
+                % (trace_id.encode(), parent_id.encode(), len(body), body)
+            )
+            failed = client.read_response()
+            client.send(b"GET %s HTTP/1.1\r\nHost: test.local:8080\r\n\r\n" % long_path.encode())
+            echoed = client.read_response()
+        assert (failed.status, echoed.status) == (503, 200)
+        wait_for(lambda: len(loop.call(lambda: otlp.spans)) >= 4, timeout=15, what="two SERVER and two CLIENT spans")
+        exported = loop.call(lambda: list(otlp.spans))
+
+    def attrs(span: Any) -> dict[str, object]:
+        out: dict[str, object] = {}
+        for kv in span.attributes:
+            assert kv.key not in out, kv.key  # no attribute twice
+            out[kv.key] = getattr(kv.value, kv.value.WhichOneof("value"))
+        return out
+
+    servers = {attrs(s)["url.path"]: s for s in exported if s.kind == 2}
+    clients = {s.parent_span_id: s for s in exported if s.kind == 3}
+    assert len(servers) == len(clients) == 2
+    connection = {
+        "url.scheme": "http",
+        "server.port": proc.port,
+        "client.address": "127.0.0.1",
+        "network.peer.address": "127.0.0.1",
+        "network.peer.port": client_port,
+        "network.protocol.version": "1.1",
+    }
+    route = {"http.route": "/*", "sentinel.route.id": "api", "sentinel.upstream.id": "backend"}
+    target = {
+        "server.address": "127.0.0.1",
+        "server.port": upstream.port,
+        "network.peer.address": "127.0.0.1",
+        "sentinel.upstream.id": "backend",
+    }
+
+    server = servers["/status/503"]
+    assert (server.name, server.kind, server.trace_id.hex(), server.parent_span_id.hex()) == (
+        "POST /*",
+        2,
+        trace_id,
+        parent_id,
+    )
+    assert (server.trace_state, server.flags, server.status.code, server.status.message) == ("vendor=abc", 0x301, 2, "")
+    assert 0 < server.end_time_unix_nano - server.start_time_unix_nano < 10**10
+    assert attrs(server) == {
+        "http.request.method": "POST",
+        "url.path": "/status/503",
+        "url.query": "q=1",
+        "http.response.status_code": 503,
+        "http.request.body.size": 20000,
+        "http.response.body.size": len(failed.body),
+        "error.type": "503",
+        "sentinel.correlation_id": failed.header("x-correlation-id"),
+        **connection,
+        "server.address": "test.local",
+        "user_agent.original": "probe/1.0",
+        **route,
+    }
+    client_span = clients[server.span_id]
+    assert (client_span.name, client_span.kind, client_span.trace_id.hex(), client_span.trace_state) == (
+        "POST",
+        3,
+        trace_id,
+        "",
+    )
+    assert (client_span.flags, client_span.status.code) == (0x101, 2)
+    assert server.start_time_unix_nano <= client_span.start_time_unix_nano <= client_span.end_time_unix_nano
+    assert client_span.end_time_unix_nano <= server.end_time_unix_nano
+    assert attrs(client_span) == {
+        "http.request.method": "POST",
+        "url.full": f"http://{upstream.address}/status/503",
+        "http.response.status_code": 503,
+        "error.type": "503",
+        **target,
+    }
+
+    server = servers[long_path]
+    assert (server.name, server.kind, server.parent_span_id, server.trace_state) == ("GET /*", 2, b"", "")
+    assert server.trace_id.hex() != trace_id
+    # W3C flags random + sampled; the parent (none: a local root) is known not to be remote.
+    assert (server.flags & 0xFF, server.flags >> 8, server.status.code) == (0x03, 0x01, 0)
+    assert attrs(server) == {
+        "http.request.method": "GET",
+        "url.path": long_path,
+        "http.response.status_code": 200,
+        "http.request.body.size": 0,
+        "http.response.body.size": len(echoed.body),
+        "sentinel.correlation_id": echoed.header("x-correlation-id"),
+        **connection,
+        "server.address": "test.local",
+        **route,
+    }
+    client_span = clients[server.span_id]
+    assert (client_span.name, client_span.flags, client_span.status.code) == ("GET", 0x101, 0)
+    assert attrs(client_span) == {
+        "http.request.method": "GET",
+        "url.full": f"http://{upstream.address}{long_path}",
+        "http.response.status_code": 200,
+        **target,
+    }

@@ -113,6 +113,8 @@ class Worker:
                 self.access_log,
                 self.agents,
             )
+            # The port actually bound: a listener configured with port 0 gets one from the kernel.
+            ctx.server_port = self.sockets[listener.id].getsockname()[1]
             self.contexts.append(ctx)
             server = await loop.create_server(
                 functools.partial(HttpProtocol, ctx),
