@@ -7,6 +7,7 @@ Level 2 random-trace-id flag) and the cases of the W3C conformance suite (w3c/tr
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Iterator
 
 import pytest
@@ -525,6 +526,19 @@ def test_rate_zero_never_and_one_always() -> None:
     for trace_id in (bytes(15) + b"\x01", b"\xff" * 16, *(new_trace_id() for _ in range(200))):
         assert not never.should_sample(trace_id)
         assert always.should_sample(trace_id)
+
+
+def test_ratio_decisions_follow_the_integer_rule_at_every_bound() -> None:
+    # Decisions compare bytes; the rule is on integers: the low 64 bits below the bound. Random rates,
+    # with ids at the bound, just under it and random.
+    rng = random.Random(20261126)
+    for _ in range(500):
+        sampler = TraceIdRatioSampler(rng.random())
+        bound = sampler.bound
+        for low in (bound - 1, bound, bound + 1, rng.getrandbits(64)):
+            if 0 <= low < 1 << 64:
+                trace_id = rng.getrandbits(64).to_bytes(8, "big") + low.to_bytes(8, "big")
+                assert sampler.should_sample(trace_id) == (low < bound), (sampler, low)
 
 
 @pytest.mark.parametrize("rate", [-0.1, 1.0000001, 2.0, math.nan, math.inf])

@@ -44,7 +44,11 @@ __all__ = [
     "encode_resource",
     "encode_scope",
     "encode_span",
+    "finish_span",
     "iter_fields",
+    "put_int_attribute",
+    "put_string_attribute",
+    "span_parts",
 ]
 
 
@@ -259,53 +263,66 @@ def _prefix(tag: bytes, cache: _Prefixes, key: str, slot: int, any_value_head: b
     return prefix
 
 
-def _put_attributes(out: bytearray, tag: bytes, prefixes: _Prefixes, attrs: Iterable[tuple[str, AttrValue]]) -> None:
+def _put_str(out: list[bytes], tag: bytes, prefixes: _Prefixes, key: str, value: str) -> None:
+    """Append a `tag`-numbered KeyValue field with a string value to `out`."""
+    try:
+        payload = value.encode()
+    except UnicodeEncodeError:  # lone surrogates; a try costs nothing until it catches (3.11)
+        payload = _utf8(value)
+    n = len(payload)
+    if n < _STR_SLOTS:
+        slots = prefixes.get(key)
+        prefix = None if slots is None else slots[n]
+        if prefix is None:
+            prefix = _prefix(tag, prefixes, key, n, _AV_STRING + _B[n], n)
+        out.append(prefix)
+        out.append(payload)
+    else:
+        _put_field(out, tag, key, _ld(_KV_VALUE, _ld(_AV_STRING, payload)))
+
+
+def _put_int(out: list[bytes], tag: bytes, prefixes: _Prefixes, key: str, value: int) -> None:
+    """Append a `tag`-numbered KeyValue field with an int64 value to `out`."""
+    if 0 <= value < 0x80:
+        payload = _B[value]
+    elif 0x80 <= value < 0x4000:
+        payload = _pack_varint2((value & 0x7F) | 0x80, value >> 7)
+    elif 0 <= value <= _INT64_MAX:
+        payload = _varint(value)
+    elif _INT64_MIN <= value < 0:
+        payload = _varint(value + _TWO_64)
+    else:
+        raise ValueError(f"integer attribute value out of the int64 range: {value}")
+    slot = _INT_SLOT + len(payload)
+    slots = prefixes.get(key)
+    prefix = None if slots is None else slots[slot]
+    if prefix is None:
+        prefix = _prefix(tag, prefixes, key, slot, _AV_INT, len(payload))
+    out.append(prefix)
+    out.append(payload)
+
+
+def _put_field(out: list[bytes], tag: bytes, key: str, value_field: bytes) -> None:
+    """Append a `tag`-numbered KeyValue field made of `key` and a complete `value` field."""
+    kf = _key_cache.get(key)
+    if kf is None:
+        kf = _key_field(key)
+    size = len(kf) + len(value_field)
+    out.append(tag)
+    out.append(_B[size] if size < 0x80 else _varint(size))
+    out.append(kf)
+    out.append(value_field)
+
+
+def _put_attributes(out: list[bytes], tag: bytes, prefixes: _Prefixes, attrs: Iterable[tuple[str, AttrValue]]) -> None:
     """Append one `tag`-numbered KeyValue field per attribute to `out`."""
     for key, value in attrs:
         if type(value) is str:
-            try:
-                payload = value.encode()
-            except UnicodeEncodeError:  # lone surrogates; a try costs nothing until it catches (3.11)
-                payload = _utf8(value)
-            n = len(payload)
-            if n < _STR_SLOTS:
-                slots = prefixes.get(key)
-                prefix = None if slots is None else slots[n]
-                if prefix is None:
-                    prefix = _prefix(tag, prefixes, key, n, _AV_STRING + _B[n], n)
-                out += prefix
-                out += payload
-                continue
-            vf = _ld(_KV_VALUE, _ld(_AV_STRING, payload))
+            _put_str(out, tag, prefixes, key, value)
         elif type(value) is int:
-            if 0 <= value < 0x80:
-                payload = _B[value]
-            elif 0x80 <= value < 0x4000:
-                payload = _pack_varint2((value & 0x7F) | 0x80, value >> 7)
-            elif 0 <= value <= _INT64_MAX:
-                payload = _varint(value)
-            elif _INT64_MIN <= value < 0:
-                payload = _varint(value + _TWO_64)
-            else:
-                raise ValueError(f"integer attribute value out of the int64 range: {value}")
-            slot = _INT_SLOT + len(payload)
-            slots = prefixes.get(key)
-            prefix = None if slots is None else slots[slot]
-            if prefix is None:
-                prefix = _prefix(tag, prefixes, key, slot, _AV_INT, len(payload))
-            out += prefix
-            out += payload
-            continue
+            _put_int(out, tag, prefixes, key, value)
         else:
-            vf = _value_field(value)
-        kf = _key_cache.get(key)
-        if kf is None:
-            kf = _key_field(key)
-        size = len(kf) + len(vf)
-        out += tag
-        out += _B[size] if size < 0x80 else _varint(size)
-        out += kf
-        out += vf
+            _put_field(out, tag, key, _value_field(value))
 
 
 _SPAN_PREFIXES: Final = _prefixes(_SPAN_ATTR_TAG)
@@ -321,9 +338,9 @@ def encode_attributes(attrs: Iterable[tuple[str, AttrValue]], field: int = SPAN_
     tag = _ATTR_TAGS.get(field)
     if tag is None:
         tag = _tag(field, 2)
-    out = bytearray()
+    out: list[bytes] = []
     _put_attributes(out, tag, _prefixes(tag), attrs)
-    return bytes(out)
+    return b"".join(out)
 
 
 def encode_span(
@@ -349,63 +366,106 @@ def encode_span(
     0 leaves the field out. `events` are `(time_ns, name, attributes)`. Ids are not checked here: the
     context module makes them. Characters that UTF-8 cannot encode (lone surrogates) become "?".
     """
-    out = bytearray(_TRACE_ID_16 if len(trace_id) == 16 else _SPAN_TRACE_ID + _varint(len(trace_id)))
-    out += trace_id
-    out += _SPAN_ID_8 if len(span_id) == 8 else _SPAN_SPAN_ID + _varint(len(span_id))
-    out += span_id
+    out = span_parts(trace_id, span_id, parent_span_id, name, kind, start_ns, end_ns, trace_state)
+    _put_attributes(out, _SPAN_ATTR_TAG, _SPAN_PREFIXES, attributes)
+    for time_ns, event_name, event_attrs in events:
+        event: list[bytes] = []
+        if time_ns:
+            event.append(_EVENT_TIME)
+            event.append(_pack_fixed64(time_ns))
+        if event_name:
+            event.append(_ld(_EVENT_NAME, _utf8(event_name)))
+        _put_attributes(event, _EVENT_ATTR_TAG, _EVENT_PREFIXES, event_attrs)
+        body = b"".join(event)
+        out.append(_SPAN_EVENTS)
+        out.append(_varint(len(body)))
+        out.append(body)
+    return finish_span(out, status_code, status_message, flags)
+
+
+# The request path's spans are written with the three functions below, without building a list of
+# attribute tuples (and `encode_span` is made of them): a Span is collected as a list of byte strings
+# and joined once, which copies each byte once (a growing bytearray reallocates as it goes).
+
+
+def span_parts(
+    trace_id: bytes,
+    span_id: bytes,
+    parent_span_id: bytes,
+    name: str,
+    kind: int,
+    start_ns: int,
+    end_ns: int,
+    trace_state: str = "",
+) -> list[bytes]:
+    """The fields of a Span message that come before its attributes, as a list to append attributes to
+    (`put_string_attribute`, `put_int_attribute`, or bytes from `encode_attributes`) and to close with
+    `finish_span`. Arguments as in `encode_span`."""
+    out = [
+        _TRACE_ID_16 if len(trace_id) == 16 else _SPAN_TRACE_ID + _varint(len(trace_id)),
+        trace_id,
+        _SPAN_ID_8 if len(span_id) == 8 else _SPAN_SPAN_ID + _varint(len(span_id)),
+        span_id,
+    ]
     if trace_state:
-        out += _ld(_SPAN_TRACE_STATE, _utf8(trace_state))
+        out.append(_ld(_SPAN_TRACE_STATE, _utf8(trace_state)))
     if parent_span_id:
-        out += _PARENT_SPAN_ID_8 if len(parent_span_id) == 8 else _SPAN_PARENT_SPAN_ID + _varint(len(parent_span_id))
-        out += parent_span_id
+        out.append(
+            _PARENT_SPAN_ID_8 if len(parent_span_id) == 8 else _SPAN_PARENT_SPAN_ID + _varint(len(parent_span_id))
+        )
+        out.append(parent_span_id)
     if name:
         try:
             name_bytes = name.encode()
         except UnicodeEncodeError:
             name_bytes = _utf8(name)
-        out += _SPAN_NAME
-        out += _B[len(name_bytes)] if len(name_bytes) < 0x80 else _varint(len(name_bytes))
-        out += name_bytes
+        out.append(_SPAN_NAME)
+        out.append(_B[len(name_bytes)] if len(name_bytes) < 0x80 else _varint(len(name_bytes)))
+        out.append(name_bytes)
     if kind:
-        out += _KIND[kind] if 0 < kind < 0x80 else _SPAN_KIND + _varint(kind + _TWO_64 if kind < 0 else kind)
+        out.append(_KIND[kind] if 0 < kind < 0x80 else _SPAN_KIND + _varint(kind + _TWO_64 if kind < 0 else kind))
     if start_ns and end_ns:
-        out += _pack_times(_SPAN_START_BYTE, start_ns, _SPAN_END_BYTE, end_ns)
+        out.append(_pack_times(_SPAN_START_BYTE, start_ns, _SPAN_END_BYTE, end_ns))
     elif start_ns:
-        out += _SPAN_START
-        out += _pack_fixed64(start_ns)
+        out.append(_SPAN_START)
+        out.append(_pack_fixed64(start_ns))
     elif end_ns:
-        out += _SPAN_END
-        out += _pack_fixed64(end_ns)
-    _put_attributes(out, _SPAN_ATTR_TAG, _SPAN_PREFIXES, attributes)
-    for time_ns, event_name, event_attrs in events:
-        event = bytearray()
-        if time_ns:
-            event += _EVENT_TIME
-            event += _pack_fixed64(time_ns)
-        if event_name:
-            event += _ld(_EVENT_NAME, _utf8(event_name))
-        _put_attributes(event, _EVENT_ATTR_TAG, _EVENT_PREFIXES, event_attrs)
-        out += _SPAN_EVENTS
-        out += _varint(len(event))
-        out += event
+        out.append(_SPAN_END)
+        out.append(_pack_fixed64(end_ns))
+    return out
+
+
+def put_string_attribute(out: list[bytes], key: str, value: str) -> None:
+    """Append a string attribute to a span begun with `span_parts`."""
+    _put_str(out, _SPAN_ATTR_TAG, _SPAN_PREFIXES, key, value)
+
+
+def put_int_attribute(out: list[bytes], key: str, value: int) -> None:
+    """Append an int64 attribute to a span begun with `span_parts`."""
+    _put_int(out, _SPAN_ATTR_TAG, _SPAN_PREFIXES, key, value)
+
+
+def finish_span(out: list[bytes], status_code: int = 0, status_message: str = "", flags: int = 0) -> bytes:
+    """Append the status and flags (arguments as in `encode_span`) to a span begun with `span_parts`, and
+    return its bytes."""
     if status_code or status_message:
         status = _ld(_STATUS_MESSAGE, _utf8(status_message)) if status_message else b""
         if status_code:
             status += _STATUS_CODE + _varint(status_code + _TWO_64 if status_code < 0 else status_code)
-        out += _SPAN_STATUS
-        out += _varint(len(status))
-        out += status
+        out.append(_SPAN_STATUS)
+        out.append(_varint(len(status)))
+        out.append(status)
     if flags:
-        out += _SPAN_FLAGS
-        out += _pack_fixed32(flags)
-    return bytes(out)
+        out.append(_SPAN_FLAGS)
+        out.append(_pack_fixed32(flags))
+    return b"".join(out)
 
 
 def encode_resource(attributes: Iterable[tuple[str, AttrValue]]) -> bytes:
     """The serialized body of a `Resource` message with these attributes."""
-    out = bytearray()
+    out: list[bytes] = []
     _put_attributes(out, _RESOURCE_ATTR_TAG, _prefixes(_RESOURCE_ATTR_TAG), attributes)
-    return bytes(out)
+    return b"".join(out)
 
 
 def encode_scope(name: str, version: str = "") -> bytes:

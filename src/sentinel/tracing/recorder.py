@@ -18,8 +18,13 @@ _LENGTH = struct.Struct(">I")
 
 
 def pack_spans(spans: Iterable[bytes]) -> bytes:
-    """A SPANS frame payload: each encoded span prefixed with its u32 length."""
-    return b"".join(_LENGTH.pack(len(s)) + s for s in spans)
+    """A SPANS frame payload: each encoded span prefixed with its u32 length (one join: each span is
+    copied once)."""
+    parts: list[bytes] = []
+    for span in spans:
+        parts.append(_LENGTH.pack(len(span)))
+        parts.append(span)
+    return b"".join(parts)
 
 
 def unpack_spans(payload: bytes) -> list[bytes]:

@@ -19,13 +19,17 @@ class TraceIdRatioSampler:
     The bound is computed with the same float expression as the SDK, rounding included.
     """
 
-    __slots__ = ("_bound", "_rate")
+    __slots__ = ("_bound", "_cut", "_rate")
 
     def __init__(self, rate: float) -> None:
         if not 0.0 <= rate <= 1.0:  # also rejects NaN
             raise ValueError(f"sampling rate must be in [0.0, 1.0], got {rate!r}")
         self._rate = rate
-        self._bound = round(rate * (_TRACE_ID_LIMIT + 1))
+        self._bound = bound = round(rate * (_TRACE_ID_LIMIT + 1))
+        # The bound as bytes, compared with the id's last 8 bytes: for strings of one length, big-endian,
+        # byte order is number order (and no 64-bit integer is built per request). Rate 1 (bound 2**64)
+        # is nine 0xff bytes, above every 8-byte string; rate 0 is empty.
+        self._cut = b"" if bound == 0 else b"\xff" * 9 if bound > _TRACE_ID_LIMIT else bound.to_bytes(8, "big")
 
     @property
     def rate(self) -> float:
@@ -37,10 +41,8 @@ class TraceIdRatioSampler:
 
     def should_sample(self, trace_id: bytes) -> bool:
         """`trace_id` is the 16 raw bytes; its last 8 are the low 64 bits of the SDK's integer id."""
-        bound = self._bound
-        if bound == 0:  # rate 0, the common production setting: no 64-bit integer to build
-            return False
-        return int.from_bytes(trace_id[8:16], "big") < bound
+        cut = self._cut
+        return bool(cut) and trace_id[8:16] < cut
 
     def __repr__(self) -> str:
         return f"TraceIdRatioSampler({self._rate!r})"

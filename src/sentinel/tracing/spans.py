@@ -1,7 +1,8 @@
 """The SERVER and CLIENT spans of a proxied request (SPEC §6.4), with the stable HTTP semantic conventions.
 
 Built only for sampled requests, at the end of each upstream attempt and of the exchange, straight
-into OTLP bytes (`otlp.encode_span`).
+into OTLP bytes: attribute by attribute (`otlp.span_parts` ... `otlp.finish_span`), with what is the same
+for every request of a route, connection or target encoded once and appended as bytes.
 """
 
 from __future__ import annotations
@@ -9,7 +10,17 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from sentinel.config.model import RouteConfig
-from sentinel.tracing.otlp import AttrValue, SpanKind, StatusCode, encode_attributes, encode_span
+from sentinel.tracing.otlp import (
+    AttrValue,
+    SpanKind,
+    StatusCode,
+    encode_attributes,
+    encode_span,
+    finish_span,
+    put_int_attribute,
+    put_string_attribute,
+    span_parts,
+)
 
 if TYPE_CHECKING:
     from sentinel.proxy.exchange import Exchange
@@ -82,20 +93,8 @@ def server_span(ex: Exchange, end_ns: int) -> bytes:
     route = ex.route
     method = ex.method.decode("latin-1")
     template = route.template if route is not None else None
-    attrs: list[tuple[str, AttrValue]] = [("http.request.method", method), ("url.path", ex.path)]
-    if ex.query and ctx.tracing is not None and ctx.tracing.record_query:
-        attrs.append(("url.query", ex.query))
-    if ex.status:
-        attrs.append(("http.response.status_code", ex.status))
-    attrs.append(("http.request.body.size", ex.request_body_bytes))
-    attrs.append(("http.response.body.size", ex.response_bytes))
-    error = ex.error_type()
-    if error:
-        attrs.append(("error.type", error))
-    attrs.append(("sentinel.correlation_id", ex.correlation_id))
-    failed = ex.status >= 500 or ex.status == 0
     parent = ex.parent
-    body = encode_span(
+    out = span_parts(
         ex.trace_id,
         ex.span_id,
         parent.span_id if parent is not None else b"",
@@ -103,48 +102,53 @@ def server_span(ex: Exchange, end_ns: int) -> bytes:
         SpanKind.SERVER,
         ex.start_ns,
         end_ns,
-        attrs,
-        status_code=StatusCode.ERROR if failed else StatusCode.UNSET,
-        trace_state=parent.tracestate or "" if parent is not None else "",
-        flags=_remote_parent_flags(ex),
+        (parent.tracestate or "") if parent is not None else "",
     )
+    put_string_attribute(out, "http.request.method", method)
+    put_string_attribute(out, "url.path", ex.path)
+    if ex.query and ctx.tracing is not None and ctx.tracing.record_query:
+        put_string_attribute(out, "url.query", ex.query)
+    if ex.status:
+        put_int_attribute(out, "http.response.status_code", ex.status)
+    put_int_attribute(out, "http.request.body.size", ex.request_body_bytes)
+    put_int_attribute(out, "http.response.body.size", ex.response_bytes)
+    error = ex.error_type()
+    if error:
+        put_string_attribute(out, "error.type", error)
+    put_string_attribute(out, "sentinel.correlation_id", ex.correlation_id)
     h = ex.h
-    constant = proto.span_attributes(ex.http10, h.get(b"host"), h.get(b"user-agent"))
-    return body + constant + route.span_attributes if route is not None else body + constant
+    out.append(proto.span_attributes(ex.http10, h.get(b"host"), h.get(b"user-agent")))
+    if route is not None:
+        out.append(route.span_attributes)
+    failed = ex.status >= 500 or ex.status == 0
+    return finish_span(out, StatusCode.ERROR if failed else StatusCode.UNSET, flags=_remote_parent_flags(ex))
 
 
 def client_span(
     ex: Exchange, target: TargetState, span_id: bytes, start_ns: int, end_ns: int, status: int, error: str
 ) -> bytes:
     method = ex.method.decode("latin-1")
-    route = ex.route
-    attrs: list[tuple[str, AttrValue]] = [
-        ("http.request.method", method),
-        ("url.full", f"http://{target.key}{ex.path}"),
-    ]
+    out = span_parts(ex.trace_id, span_id, ex.span_id, method, SpanKind.CLIENT, start_ns, end_ns)
+    put_string_attribute(out, "http.request.method", method)
+    put_string_attribute(out, "url.full", f"http://{target.key}{ex.path}")
     if status:
-        attrs.append(("http.response.status_code", status))
+        put_int_attribute(out, "http.response.status_code", status)
     resend = ex.attempts - 1
     if resend > 0:
-        attrs.append(("http.request.resend_count", resend))
+        put_int_attribute(out, "http.request.resend_count", resend)
     if error:
-        attrs.append(("error.type", error))
+        put_string_attribute(out, "error.type", error)
     elif status >= 400:
-        attrs.append(("error.type", str(status)))
-    body = encode_span(
-        ex.trace_id,
-        span_id,
-        ex.span_id,
-        method,
-        SpanKind.CLIENT,
-        start_ns,
-        end_ns,
-        attrs,
-        status_code=StatusCode.ERROR if error or status >= 400 else StatusCode.UNSET,
-        flags=0x100 | _SAMPLED_FLAGS,  # has-is-remote known, parent (our SERVER span) is local
-    )
+        put_string_attribute(out, "error.type", str(status))
+    route = ex.route
     upstream_id = route.config.upstream if route is not None and route.config.upstream else ""
-    return body + _target_attrs(target, upstream_id)
+    out.append(_target_attrs(target, upstream_id))
+    return finish_span(
+        out,
+        StatusCode.ERROR if error or status >= 400 else StatusCode.UNSET,
+        # has-is-remote known, parent (our SERVER span) is local
+        flags=0x100 | _SAMPLED_FLAGS,
+    )
 
 
 _SAMPLED_FLAGS = 0x01
