@@ -25,6 +25,7 @@ the 1-connection latencies then measure the hypervisor as much as the proxies (d
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import re
@@ -301,6 +302,7 @@ def rss_of_children(pid: int) -> int:
 
 
 HALT_POLL = Path("/sys/module/haltpoll/parameters/guest_halt_poll_ns")
+CPUIDLE_DRIVER = Path("/sys/devices/system/cpu/cpuidle/current_driver")
 
 
 def read_halt_poll() -> int | None:
@@ -310,16 +312,35 @@ def read_halt_poll() -> int | None:
         return None
 
 
-def set_halt_poll(ns: int) -> int:
-    """Set guest_halt_poll_ns; returns the value it had."""
+def set_halt_poll(ns: int) -> None:
+    """Set guest_halt_poll_ns for this run; the value it had is written back at exit (atexit: also after
+    an exception, Ctrl-C or SIGTERM, which main turns into SystemExit)."""
+    try:
+        driver = CPUIDLE_DRIVER.read_text().strip()
+    except OSError:
+        driver = ""
     before = read_halt_poll()
-    if before is None:
-        raise SystemExit(f"--halt-poll: {HALT_POLL} is missing (not a VM guest with the cpuidle-haltpoll driver)")
+    if driver != "haltpoll" or before is None:
+        raise SystemExit(f"--halt-poll: the cpuidle driver is {driver or 'unknown'!r}, not 'haltpoll' (a VM guest)")
     try:
         HALT_POLL.write_text(str(ns))
     except OSError as exc:
         raise SystemExit(f"--halt-poll: cannot write {HALT_POLL}: {exc} (run as root)") from exc
-    return before
+
+    def restore() -> None:
+        try:
+            HALT_POLL.write_text(str(before))
+        except OSError as exc:
+            print(f"warning: could not restore {HALT_POLL} to {before}: {exc}", file=sys.stderr)
+
+    atexit.register(restore)
+
+
+def non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
 
 
 def main() -> int:
@@ -344,7 +365,7 @@ def main() -> int:
     )
     parser.add_argument(
         "--halt-poll",
-        type=int,
+        type=non_negative,
         metavar="NS",
         help="set the guest's haltpoll guest_halt_poll_ns to NS for the run (VM guests; restored afterwards)",
     )
@@ -357,7 +378,11 @@ def main() -> int:
     if args.pin and (os.cpu_count() or 1) >= 2 and shutil.which("taskset"):
         PIN_CLIENT[:] = ["taskset", "-c", "0"]
         PIN_SERVER[:] = ["taskset", "-c", "1"]
-    halt_poll_before = set_halt_poll(args.halt_poll) if args.halt_poll is not None else None
+    # SIGTERM and SIGHUP end the run like Ctrl-C does: servers stopped, settings restored.
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda signum, _frame: sys.exit(128 + signum))
+    if args.halt_poll is not None:
+        set_halt_poll(args.halt_poll)
     procs = Procs()
     work = Path(tempfile.mkdtemp(prefix="sentinel-bench-"))
     results: list[Result] = []
@@ -481,8 +506,6 @@ def main() -> int:
     finally:
         procs.stop_all()
         shutil.rmtree(work, ignore_errors=True)
-        if halt_poll_before is not None:
-            set_halt_poll(halt_poll_before)
     notes["guest_halt_poll_ns"] = args.halt_poll if args.halt_poll is not None else read_halt_poll()
 
     report(results, notes, args)

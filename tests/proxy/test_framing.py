@@ -33,8 +33,6 @@ SMUGGLING = {
     "negative content-length": b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n",
     "garbage request line": b"HELLO\r\n\r\n",
     "missing host on HTTP/1.1": b"GET / HTTP/1.1\r\nX-A: b\r\n\r\n",
-    # A reverse proxy opens no tunnels: CONNECT (which llhttp reports as an upgrade) is refused.
-    "CONNECT": b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
     "HTTP/2 preface": b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
 }
 
@@ -60,6 +58,19 @@ def test_ambiguous_requests_get_400_and_the_connection_closes(
         _error(client, 400)
         assert client.closed_by_peer()
     assert upstream.requests == []  # nothing reached the upstream
+
+
+@pytest.mark.parametrize("target", [b"example.com:443", b"/x"])
+def test_connect_is_refused_and_the_connection_closes(
+    proxy: SentinelProcess, upstream: UpstreamServer, target: bytes
+) -> None:
+    # A reverse proxy opens no tunnels: CONNECT gets 501 whatever its target, and the bytes after its head
+    # (which a tunnel would carry) go nowhere.
+    with RawClient(proxy.port) as client:
+        client.send(b"CONNECT %s HTTP/1.1\r\nHost: example.com:443\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n" % target)
+        _error(client, 501)
+        assert client.closed_by_peer()
+    assert upstream.requests == []
 
 
 def test_bad_request_after_a_good_one_on_the_same_connection(proxy: SentinelProcess, upstream: UpstreamServer) -> None:

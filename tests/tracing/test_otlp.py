@@ -641,3 +641,36 @@ def test_random_spans_round_trip(
             assert got_event.name == name
             assert_attributes(got_event.attributes, event_attrs)
         assert raw == official_fixed(spec).SerializeToString()
+
+
+# --- the request path's span writer: span_parts, put_*_attribute, finish_span ---------------------------------
+
+str_or_int = st.one_of(st.text(max_size=300), st.integers(INT64_MIN, INT64_MAX))
+
+
+@settings(max_examples=300, deadline=None)
+@given(spans(), st.lists(st.tuples(keys, str_or_int), max_size=12), attribute_lists)
+def test_span_writer_equals_official_serialization(
+    spec: dict[str, object], typed: list[tuple[str, str | int]], spliced: Attrs
+) -> None:
+    # What server_span and client_span do: attributes one by one, then pre-encoded ones as bytes.
+    out = otlp.span_parts(
+        spec["trace_id"],  # type: ignore[arg-type]
+        spec["span_id"],  # type: ignore[arg-type]
+        spec["parent_span_id"],  # type: ignore[arg-type]
+        spec["name"],  # type: ignore[arg-type]
+        spec["kind"],  # type: ignore[arg-type]
+        spec["start_ns"],  # type: ignore[arg-type]
+        spec["end_ns"],  # type: ignore[arg-type]
+        spec["trace_state"],  # type: ignore[arg-type]
+    )
+    for key, value in typed:
+        if isinstance(value, str):
+            otlp.put_string_attribute(out, key, value)
+        else:
+            otlp.put_int_attribute(out, key, value)
+    out.append(encode_attributes(spliced))
+    written = otlp.finish_span(out, spec["status_code"], spec["status_message"], spec["flags"])  # type: ignore[arg-type]
+    expected = {**spec, "attributes": [*typed, *spliced], "events": []}
+    assert written == official_fixed(expected).SerializeToString()
+    assert written == encode_fixed(expected)

@@ -172,7 +172,8 @@ class Exchange:
         self.tried = []
         self.out = []
         self.start_ns = time.time_ns()
-        # llhttp reports an upgrade only for CONNECT or with an Upgrade field: the call is skipped otherwise.
+        # llhttp reports an upgrade only for CONNECT, or for an Upgrade field with `Connection: upgrade`:
+        # without either, the call is skipped.
         if (b"upgrade" in h or self.method == b"CONNECT") and parser.should_upgrade():
             self.upgrade = True
         else:
@@ -266,6 +267,13 @@ class Exchange:
         if self.pending_error is not None:
             self.correlation_id = ctx.new_id()
             self.send_error(*self.pending_error)
+            return
+        if self.upgrade and self.method == b"CONNECT":
+            # A reverse proxy opens no tunnels to where the client says (nor does nginx); what follows the
+            # head would be tunnel bytes, so the connection ends with the answer.
+            self.correlation_id = ctx.new_id()
+            proto.closing = True
+            self.send_error(501, "CONNECT is not supported")
             return
         raw_url = self.raw_url
         # Searched as text: `bytes in bytes` first tries the operand as an integer, raising and clearing a

@@ -71,6 +71,16 @@ def host_without_port(host: str) -> str:
     return host.rsplit(":", 1)[0] if ":" in host else host
 
 
+def host_port(host: str) -> int | None:
+    """`example.com:8080` → 8080, `[::1]:8080` → 8080 (a Host header's port); None when there is none, or
+    when it is not a port number."""
+    tail = host[host.rfind("]") + 1 :] if host.startswith("[") else host
+    _, colon, port = tail.rpartition(":")
+    if colon and port.isascii() and port.isdigit() and int(port) <= 65535:
+        return int(port)
+    return None
+
+
 def chunk(data: bytes) -> list[bytes]:
     """One chunk of a chunked body, as pieces for writelines."""
     return [b"%x\r\n" % len(data), data, b"\r\n"]

@@ -23,7 +23,7 @@ from sentinel.metrics.recording import RouteMetrics, UpstreamMetrics, WorkerMetr
 from sentinel.proxy.builtins import ERROR_JSON, Builtins
 from sentinel.proxy.errors import error_body, reason
 from sentinel.proxy.exchange import Exchange
-from sentinel.proxy.headers import HOP_BY_HOP, REPLACED_UPSTREAM, compile_ops, host_without_port
+from sentinel.proxy.headers import HOP_BY_HOP, REPLACED_UPSTREAM, compile_ops, host_port, host_without_port
 from sentinel.proxy.router import Router
 from sentinel.tracing.context import SpanContext
 from sentinel.tracing.correlation import generator
@@ -315,14 +315,14 @@ class HttpProtocol(asyncio.Protocol):
         key = self._span_attributes_key
         if cached is None or key[0] != http10 or key[1] != host or key[2] != user_agent:
             ctx = self.ctx
+            # server.address and server.port: the server the client addressed (the Host field), as the HTTP
+            # semantic conventions ask; the listener's when the field has no port, or there is no field.
+            address, port = ctx.listener.address.host, ctx.server_port
+            if host:
+                text = host.decode("latin-1")
+                address, port = host_without_port(text), host_port(text) or port
             cached = connection_attributes(
-                ctx.scheme.decode(),
-                ctx.server_port,
-                self.client_ip,
-                self.client_port,
-                http10,
-                host_without_port(host.decode("latin-1")) if host else ctx.listener.address.host,
-                user_agent,
+                ctx.scheme.decode(), port, self.client_ip, self.client_port, http10, address, user_agent
             )
             self._span_attributes = cached
             self._span_attributes_key = (http10, host, user_agent)

@@ -114,7 +114,23 @@ def _varint(n: int) -> bytes:
 
 def _utf8(text: str) -> bytes:
     """UTF-8, with what cannot be encoded (lone surrogates) replaced by "?": protobuf strings must be valid."""
-    return text.encode("utf-8", "replace")
+    try:
+        return text.encode()  # without arguments: the fast path (a try costs nothing until it catches)
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace")
+
+
+def _int64(value: int) -> bytes:
+    """The varint of an int64 (a negative one as its two's complement: ten bytes)."""
+    if 0 <= value < 0x80:
+        return _B[value]
+    if 0x80 <= value < 0x4000:
+        return _pack_varint2((value & 0x7F) | 0x80, value >> 7)
+    if 0 <= value <= _INT64_MAX:
+        return _varint(value)
+    if _INT64_MIN <= value < 0:
+        return _varint(value + _TWO_64)
+    raise ValueError(f"integer attribute value out of the int64 range: {value}")
 
 
 def _tag(field: int, wire_type: int) -> bytes:
@@ -208,9 +224,7 @@ def _value_field(value: object) -> bytes:
     if isinstance(value, bool):
         return _VALUE_TRUE if value else _VALUE_FALSE
     if isinstance(value, int):
-        if not _INT64_MIN <= value <= _INT64_MAX:
-            raise ValueError(f"integer attribute value out of the int64 range: {value}")
-        av = _AV_INT + _varint(value + _TWO_64 if value < 0 else value)
+        av = _AV_INT + _int64(value)
     elif isinstance(value, str):
         av = _ld(_AV_STRING, _utf8(value))
     elif isinstance(value, float):
@@ -265,10 +279,7 @@ def _prefix(tag: bytes, cache: _Prefixes, key: str, slot: int, any_value_head: b
 
 def _put_str(out: list[bytes], tag: bytes, prefixes: _Prefixes, key: str, value: str) -> None:
     """Append a `tag`-numbered KeyValue field with a string value to `out`."""
-    try:
-        payload = value.encode()
-    except UnicodeEncodeError:  # lone surrogates; a try costs nothing until it catches (3.11)
-        payload = _utf8(value)
+    payload = _utf8(value)
     n = len(payload)
     if n < _STR_SLOTS:
         slots = prefixes.get(key)
@@ -283,16 +294,7 @@ def _put_str(out: list[bytes], tag: bytes, prefixes: _Prefixes, key: str, value:
 
 def _put_int(out: list[bytes], tag: bytes, prefixes: _Prefixes, key: str, value: int) -> None:
     """Append a `tag`-numbered KeyValue field with an int64 value to `out`."""
-    if 0 <= value < 0x80:
-        payload = _B[value]
-    elif 0x80 <= value < 0x4000:
-        payload = _pack_varint2((value & 0x7F) | 0x80, value >> 7)
-    elif 0 <= value <= _INT64_MAX:
-        payload = _varint(value)
-    elif _INT64_MIN <= value < 0:
-        payload = _varint(value + _TWO_64)
-    else:
-        raise ValueError(f"integer attribute value out of the int64 range: {value}")
+    payload = _int64(value)
     slot = _INT_SLOT + len(payload)
     slots = prefixes.get(key)
     prefix = None if slots is None else slots[slot]
@@ -415,10 +417,7 @@ def span_parts(
         )
         out.append(parent_span_id)
     if name:
-        try:
-            name_bytes = name.encode()
-        except UnicodeEncodeError:
-            name_bytes = _utf8(name)
+        name_bytes = _utf8(name)
         out.append(_SPAN_NAME)
         out.append(_B[len(name_bytes)] if len(name_bytes) < 0x80 else _varint(len(name_bytes)))
         out.append(name_bytes)
