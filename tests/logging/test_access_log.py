@@ -9,6 +9,7 @@ import re
 import signal
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -104,22 +105,33 @@ def test_trace_id_is_the_same_in_the_log_the_span_and_the_upstream(
     assert (entry["upstream_addr"], entry["upstream_attempts"], entry["sampled"]) == (upstream.address, 1, True)
 
 
-def test_untraced_requests_still_log_a_w3c_trace_id_the_upstream_receives(
+def test_untraced_requests_log_a_w3c_trace_id_and_leave_trace_headers_alone(
     tmp_path: Path, upstream: UpstreamServer
 ) -> None:
+    # No tracing configured: traceparent and tracestate pass through untouched (SPEC §6.2), and the log's
+    # trace id is the caller's when it sent a valid traceparent, else one of the proxy's own.
     log = tmp_path / "access.log"
+    parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
     with sentinel(tmp_path, proxy_config(upstream.address, extra=access_log(f'            file "{log}"\n'))) as proc:
         assert request(proc.port, path="/plain").status == 200
-        (line,) = [ln for ln in wait_lines(log, 2) if '"/plain"' in ln]
-    entry = json.loads(line)
-    assert "query" not in entry
-    assert entry["sampled"] is False
-    assert re.fullmatch(r"[0-9a-f]{32}", entry["trace_id"])
-    (seen,) = [r for r in upstream.requests if r.target == "/plain"]
-    traceparent = seen.header("traceparent")
-    assert traceparent is not None
-    version, trace_id, _parent, flags = traceparent.split("-")
-    assert (version, trace_id, flags) == ("00", entry["trace_id"], "02")  # random id, not sampled
+        assert request(proc.port, path="/joined", headers={"traceparent": parent, "tracestate": "v=1"}).status == 200
+
+        def logged() -> dict[str, dict[str, Any]]:
+            return {entry["path"]: entry for entry in map(json.loads, lines(log))}
+
+        wait_for(lambda: {"/plain", "/joined"} <= logged().keys(), what="both requests' lines")
+    entries = logged()
+    plain, joined = entries["/plain"], entries["/joined"]
+    assert "query" not in plain
+    assert plain["sampled"] is False
+    assert re.fullmatch(r"[0-9a-f]{32}", plain["trace_id"])
+    assert re.fullmatch(r"[0-9a-f]{16}", plain["span_id"])
+    assert joined["trace_id"] == "0af7651916cd43dd8448eb211c80319c"
+    seen = {r.target: r for r in upstream.requests}
+    assert seen["/plain"].header("traceparent") is None
+    assert seen["/plain"].header("tracestate") is None
+    assert seen["/joined"].header("traceparent") == parent
+    assert seen["/joined"].header("tracestate") == "v=1"
 
 
 def test_combined_format_and_no_trace_id(tmp_path: Path, upstream: UpstreamServer) -> None:

@@ -701,7 +701,7 @@ class Exchange:
             target = self.tried[-1]
             out.append((b"host", target.key.encode()))
         out.append((b"x-correlation-id", self.correlation_id.encode()))
-        if self.trace_id:
+        if self.trace_id and ctx.propagate:
             out.extend(self._trace_fields())
         if route.request_ops:
             apply_ops(out, route.request_ops)

@@ -97,6 +97,7 @@ class ListenerContext:
         "new_id",
         "observed",
         "open_connections",
+        "propagate",
         "recorder",
         "request_timeout",
         "router",
@@ -151,8 +152,10 @@ class ListenerContext:
         tracing = config.observability.tracing
         self.tracing = tracing
         # Trace ids are made (or taken from the caller) when tracing is on, and also for an access log that
-        # records them: the upstream then receives the same id in an unsampled traceparent.
+        # records them. Only tracing sends them upstream: without it, traceparent and tracestate pass through
+        # untouched (SPEC §6.2), and the log's id is the caller's, or one of its own.
         self.trace_ids = tracing is not None or (access_log is not None and access_log.with_trace)
+        self.propagate = tracing is not None
         self.traceresponse = tracing is not None and tracing.traceresponse
         propagation = tracing.propagation if tracing is not None else ()
         # Other formats are read only when traceparent is absent or invalid, in the configured order.
@@ -162,9 +165,9 @@ class ListenerContext:
         self.write_b3 = Propagator.B3 in propagation
         self.write_jaeger = Propagator.JAEGER in propagation
         # Request fields not forwarded as received: hop-by-hop ones, those the proxy sets itself, and (when
-        # requests carry our trace ids) the incoming trace headers, replaced by ours.
+        # it propagates its own context) the incoming trace headers, replaced by ours.
         self.upstream_drop = HOP_BY_HOP | REPLACED_UPSTREAM
-        if self.trace_ids:
+        if self.propagate:
             self.upstream_drop |= (
                 {b"traceparent", b"tracestate"}
                 | (B3_HEADERS if self.write_b3 else frozenset())
