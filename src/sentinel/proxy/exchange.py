@@ -13,7 +13,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 import httptools
 
@@ -61,23 +61,27 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("sentinel.proxy")
 
-IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
-_INCOMING_ID_HEADERS = tuple(h.encode() for h in INCOMING_HEADERS)
-_INCOMING_ID_SET = frozenset(_INCOMING_ID_HEADERS)
-_BUFFER_HIGH = 256 * 1024
-_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-_NO_HEADERS: dict[str, str] = {}
-_NO_CACHE = b"cache-control: no-cache, no-store, must-revalidate\r\n"
+IDEMPOTENT: Final = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
+_INCOMING_ID_HEADERS: Final = tuple(h.encode() for h in INCOMING_HEADERS)
+_INCOMING_ID_SET: Final = frozenset(_INCOMING_ID_HEADERS)
+_BUFFER_HIGH: Final = 256 * 1024
+_CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
+_NO_HEADERS: Final[dict[str, str]] = {}
+_NO_CACHE: Final = b"cache-control: no-cache, no-store, must-revalidate\r\n"
 # Bodies are shown to request_body / response_body agents whole, up to this size; a larger body is
 # not inspected (as in the Rust original) and streams through.
-AGENT_BODY_LIMIT = 1024 * 1024
-_NO_OPS: tuple[tuple[str, bytes, bytes], ...] = ()
-_BLOCKED_REASONS = {BLOCK: "agent_blocked", CHALLENGE: "agent_challenge"}
+AGENT_BODY_LIMIT: Final = 1024 * 1024
+_NO_OPS: Final[tuple[tuple[str, bytes, bytes], ...]] = ()
+_BLOCKED_REASONS: Final = {BLOCK: "agent_blocked", CHALLENGE: "agent_challenge"}
 
 # How the response body is framed towards the client.
-_NO_BODY, _LENGTH, _CHUNKED, _UNTIL_CLOSE = 0, 1, 2, 3
+_NO_BODY: Final = 0
+_LENGTH: Final = 1
+_CHUNKED: Final = 2
+_UNTIL_CLOSE: Final = 3
 # What a held response still waits for (bit set).
-_HEADERS_PHASE, _BODY_PHASE = 1, 2
+_HEADERS_PHASE: Final = 1
+_BODY_PHASE: Final = 2
 
 
 class Exchange:
@@ -1116,4 +1120,4 @@ class Exchange:
             conn.abort()
 
 
-_monotonic = time.monotonic
+_monotonic: Final = time.monotonic

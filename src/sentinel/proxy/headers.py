@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Final
+
 from sentinel.config.model import HeaderOp
 
 # RFC 9110 §7.6.1 hop-by-hop headers, plus the non-standard Proxy-Connection.
-HOP_BY_HOP = frozenset(
+HOP_BY_HOP: Final = frozenset(
     {
         b"connection",
         b"keep-alive",
@@ -17,13 +19,13 @@ HOP_BY_HOP = frozenset(
     }
 )
 # Set by the proxy itself on the upstream request; an incoming copy is replaced.
-REPLACED_UPSTREAM = frozenset(
+REPLACED_UPSTREAM: Final = frozenset(
     {b"x-forwarded-proto", b"x-forwarded-host", b"x-correlation-id", b"content-length", b"expect"}
 )
-REPLACED_DOWNSTREAM = frozenset({b"x-correlation-id"})
+REPLACED_DOWNSTREAM: Final = frozenset({b"x-correlation-id"})
 
 
-_EMPTY: frozenset[bytes] = frozenset()
+_EMPTY: Final[frozenset[bytes]] = frozenset()
 _token_cache: dict[bytes, frozenset[bytes]] = {}
 
 
@@ -86,4 +88,4 @@ def chunk(data: bytes) -> list[bytes]:
     return [b"%x\r\n" % len(data), data, b"\r\n"]
 
 
-LAST_CHUNK = b"0\r\n\r\n"
+LAST_CHUNK: Final = b"0\r\n\r\n"

@@ -17,27 +17,27 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
-FLAG_SAMPLED = 0x01
-FLAG_RANDOM = 0x02  # Level 2: at least the rightmost 7 bytes of the trace id are random.
+FLAG_SAMPLED: Final = 0x01
+FLAG_RANDOM: Final = 0x02  # Level 2: at least the rightmost 7 bytes of the trace id are random.
 # Flags this implementation understands. The other bits are "reserved for future use" and vendors
 # MUST send them as zero, so they are cleared on the way in rather than forwarded.
-KNOWN_FLAGS = FLAG_SAMPLED | FLAG_RANDOM
+KNOWN_FLAGS: Final = FLAG_SAMPLED | FLAG_RANDOM
 
-MAX_TRACESTATE_MEMBERS = 32
+MAX_TRACESTATE_MEMBERS: Final = 32
 
-_ZERO_TRACE_ID = bytes(16)
-_ZERO_SPAN_ID = bytes(8)
-_OWS = b" \t"
+_ZERO_TRACE_ID: Final = bytes(16)
+_ZERO_SPAN_ID: Final = bytes(8)
+_OWS: Final = b" \t"
 _getrandbits = random.getrandbits
 
 # Fast path for a version-00 value: deleting every allowed byte with `translate` checks all 55 in one
 # C call (cheaper than a regex match and its groups); the positions of the dashes are checked apart.
-_LC_HEX_AND_DASH = b"0123456789abcdef-"
+_LC_HEX_AND_DASH: Final = b"0123456789abcdef-"
 # trace-flags text -> the flags kept; a missing key means the two characters are not lowercase hex.
-_FLAGS = {b"%02x" % n: n & KNOWN_FLAGS for n in range(256)}
+_FLAGS: Final = {b"%02x" % n: n & KNOWN_FLAGS for n in range(256)}
 _FLAGS_TEXT: Final = tuple(b"%02x" % n for n in range(256))
 # The first 55 characters of any version; what follows them is checked apart (future versions).
-_ANY_VERSION = re.compile(rb"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})").fullmatch
+_ANY_VERSION: Final = re.compile(rb"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})").fullmatch
 
 # tracestate list-member, after the OWS around it is stripped (W3C Level 1, §3.3.1.3):
 #   simple-key       = lcalpha 0*255( lcalpha / DIGIT / "_" / "-" / "*" / "/" )
@@ -203,8 +203,8 @@ def new_trace_id() -> bytes:
             return value.to_bytes(16, "big")
 
 
-_ZERO_8 = bytes(8)
-_ZERO_16 = bytes(16)
+_ZERO_8: Final = bytes(8)
+_ZERO_16: Final = bytes(16)
 
 
 def new_request_ids(with_trace_id: bool) -> bytes:

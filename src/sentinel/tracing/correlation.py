@@ -11,10 +11,10 @@ from typing import Final
 from sentinel.config.model import TraceIdFormat
 
 BASE58: Final = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
-_TIME_MODULUS = 58**3
+_TIME_MODULUS: Final = 58**3
 _getrandbits: Final = random.getrandbits
 # Checked in order; the first valid one is kept (SPEC §6.1).
-INCOMING_HEADERS = ("x-correlation-id", "x-request-id", "x-trace-id")
+INCOMING_HEADERS: Final = ("x-correlation-id", "x-request-id", "x-trace-id")
 
 
 def base58(value: int, width: int) -> str:
@@ -78,7 +78,7 @@ def generator(fmt: TraceIdFormat) -> Callable[[], str]:
     return tinyflake if fmt is TraceIdFormat.TINYFLAKE else uuid4
 
 
-_VISIBLE_ASCII = bytes(range(0x21, 0x7F))
+_VISIBLE_ASCII: Final = bytes(range(0x21, 0x7F))
 
 
 def is_valid_incoming(value: str | bytes) -> bool:

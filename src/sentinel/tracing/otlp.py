@@ -84,16 +84,16 @@ _INT64_MIN: Final = -(1 << 63)
 _INT64_MAX: Final = (1 << 63) - 1
 _TWO_64: Final = 1 << 64
 
-_pack_fixed64 = struct.Struct("<Q").pack
-_pack_fixed32 = struct.Struct("<I").pack
-_pack_double = struct.Struct("<d").pack
+_pack_fixed64: Final = struct.Struct("<Q").pack
+_pack_fixed32: Final = struct.Struct("<I").pack
+_pack_double: Final = struct.Struct("<d").pack
 
 # One-byte varints (0..127) as ready-made bytes objects.
 _B: Final = tuple(bytes((i,)) for i in range(128))
 
 
-_pack_varint2 = struct.Struct("BB").pack
-_pack_varint3 = struct.Struct("BBB").pack
+_pack_varint2: Final = struct.Struct("BB").pack
+_pack_varint3: Final = struct.Struct("BBB").pack
 
 
 def _varint(n: int) -> bytes:
@@ -161,7 +161,7 @@ _PARENT_SPAN_ID_8: Final = _SPAN_PARENT_SPAN_ID + b"\x08"
 _KIND: Final = tuple(_SPAN_KIND + _B[k] for k in range(128))
 _SPAN_START_BYTE: Final = _SPAN_START[0]
 _SPAN_END_BYTE: Final = _SPAN_END[0]
-_pack_times = struct.Struct("<BQBQ").pack  # start and end with their one-byte tags
+_pack_times: Final = struct.Struct("<BQBQ").pack  # start and end with their one-byte tags
 # Span.Event
 _EVENT_TIME: Final = _tag(1, 1)
 _EVENT_NAME: Final = _tag(2, 2)

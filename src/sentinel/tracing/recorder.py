@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Iterable
+from typing import Final
 
 from sentinel.ipc import SPANS
 from sentinel.ipc.batch import FrameBatcher
 
-BATCH = 256
-_LENGTH = struct.Struct(">I")
+BATCH: Final = 256
+_LENGTH: Final = struct.Struct(">I")
 
 
 def pack_spans(spans: Iterable[bytes]) -> bytes:

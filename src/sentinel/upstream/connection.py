@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from typing import Protocol, cast
+from typing import Final, Protocol, cast
 
 import httptools
 
@@ -19,7 +19,7 @@ from sentinel.upstream.target import TargetState
 # Response fields that never go on to the client as received: hop-by-hop ones (RFC 9110 §7.6.1) and the
 # proxy's own X-Correlation-Id. They are set aside while parsing, so the common response needs no
 # second pass over its fields.
-_SET_ASIDE = HOP_BY_HOP | REPLACED_DOWNSTREAM
+_SET_ASIDE: Final = HOP_BY_HOP | REPLACED_DOWNSTREAM
 
 
 class ResponseSink(Protocol):
