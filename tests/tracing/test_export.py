@@ -32,7 +32,7 @@ from sentinel.tracing.export import (
     _parse_retry_after,
     _retry_info_delay,
 )
-from sentinel.tracing.otlp import AttrValue, SpanKind, encode_span
+from sentinel.tracing.otlp import AttrValue, SpanKind, encode_span, frame_spans, unframe_spans
 from tests.support.otlp_receivers import (
     GrpcFailure,
     GrpcReceiver,
@@ -602,6 +602,45 @@ def test_queue_full_drops_are_counted_before_start() -> None:
     assert exporter.offer(make_spans(5)) == 3
     assert exporter.queue_size == 10
     assert exporter.spans_dropped == {DROP_QUEUE_FULL: 3, DROP_SHUTDOWN: 0}
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_worker_buffers_are_split_only_at_batch_boundaries(transport: str) -> None:
+    """Framed buffers from two workers (3 and 6 spans) in batches of 4: the second buffer is cut between
+    spans, once per batch boundary that falls inside it, and every span arrives once, in order."""
+
+    async def main() -> None:
+        async with receiver(transport) as (rx, endpoint, protocol):
+            exporter = await started(config(endpoint, protocol, batch=4, delay_ms=60_000), [])
+            spans = make_spans(9)
+            assert exporter.offer_framed(frame_spans(spans[:3])) == 0
+            assert exporter.offer_framed(frame_spans(spans[3:]), 6) == 0
+            await rx.wait_until(lambda: len(rx.requests) == 2)
+            assert await exporter.flush(5.0)
+            assert [len(r.request.resource_spans[0].scope_spans[0].spans) for r in rx.requests] == [4, 4, 1]
+            assert rx.spans == decoded(spans)
+            await exporter.shutdown(1.0)
+
+    run(main())
+
+
+def test_queue_full_cuts_a_worker_buffer_at_a_span() -> None:
+    cfg = config("http://127.0.0.1:4318", OtlpProtocol.HTTP_PROTOBUF, queue=10, batch=5)
+    exporter = SpanExporter(cfg, [])
+    spans = make_spans(13)
+    assert exporter.offer_framed(frame_spans(spans[:8])) == 0
+    assert exporter.offer_framed(frame_spans(spans[8:])) == 3  # two fit
+    assert exporter.queue_size == 10
+    assert exporter.spans_dropped == {DROP_QUEUE_FULL: 3, DROP_SHUTDOWN: 0}
+    assert unframe_spans(b"".join(framed for framed, _ in exporter._queue)) == spans[:10]
+
+
+def test_a_broken_worker_buffer_is_refused_whole() -> None:
+    exporter = SpanExporter(config("http://127.0.0.1:4318", OtlpProtocol.HTTP_PROTOBUF), [])
+    with pytest.raises(ValueError, match="truncated span"):
+        exporter.offer_framed(frame_spans(make_spans(2)) + b"\x12\x40cut short")
+    assert exporter.queue_size == 0
+    assert accounted(exporter) == 0
 
 
 # --- configuration and parsing ---------------------------------------------------------------------------

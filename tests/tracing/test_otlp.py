@@ -504,6 +504,66 @@ def test_request_bytes_equal_official_serialization() -> None:
     assert encoded == official.SerializeToString()
 
 
+# --- framed span buffers (the worker -> supervisor hand-off) -------------------------------------------------
+
+
+def framing_spans() -> list[bytes]:
+    """Spans whose bodies straddle the one- and two-byte length boundaries (127, 128 bytes) and beyond."""
+    spans = []
+    for name_size in (0, 1, 60, 80, 90, 200, 20_000):
+        spans.append(encode_span(TRACE_ID, SPAN_ID, b"", "n" * name_size, SpanKind.SERVER, 1, 2, []))
+    assert {len(s) < 0x80 for s in spans} == {True, False}
+    assert any(0x80 <= len(s) < 0x4000 for s in spans)
+    assert any(len(s) >= 0x4000 for s in spans)
+    return spans
+
+
+def test_framed_spans_are_the_scope_spans_field_and_concatenate() -> None:
+    spans = framing_spans()
+    framed = otlp.frame_spans(spans)
+    # Exactly the official serializer's bytes of ScopeSpans.spans (a ScopeSpans holding only them).
+    assert framed == ScopeSpans(spans=[Span.FromString(s) for s in spans]).SerializeToString()
+    assert otlp.count_framed_spans(framed) == len(spans)
+    assert otlp.unframe_spans(framed) == spans
+    assert otlp.frame_spans([]) == b""
+    assert otlp.count_framed_spans(b"") == 0
+    # Two workers' buffers in one request: the spans of both, in order.
+    first, second = otlp.frame_spans(spans[:3]), otlp.frame_spans(spans[3:])
+    request = ExportTraceServiceRequest.FromString(
+        otlp.encode_framed_export_request(encode_resource(RESOURCE_ATTRS), encode_scope("sentinel"), [first, second])
+    )
+    assert [s.SerializeToString() for s in only_scope_spans(request).spans] == spans
+    assert otlp.encode_framed_export_request(b"", b"", [framed]) == encode_export_request(b"", b"", spans)
+
+
+def test_framed_spans_split_at_span_boundaries() -> None:
+    spans = framing_spans()
+    framed = otlp.frame_spans(spans)
+    for n in range(len(spans) + 2):
+        head, rest = otlp.split_framed_spans(framed, n)
+        assert head + rest == framed
+        assert otlp.unframe_spans(head) == spans[:n]
+        assert otlp.unframe_spans(rest) == spans[n:]
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        b"\x0a\x01x",  # another field's tag
+        b"\x12",  # no length
+        b"\x12\x05abc",  # shorter than its length
+        b"\x12\x80",  # length varint cut off
+        b"\x12\xff\xff\xff\xff\xff\x01",  # length varint too long for a span
+    ],
+)
+def test_broken_framing_is_an_error(broken: bytes) -> None:
+    good = otlp.frame_spans([b"\x0a\x00"])
+    with pytest.raises(ValueError, match="span"):
+        otlp.count_framed_spans(good + broken)
+    with pytest.raises(ValueError, match="span"):
+        otlp.unframe_spans(broken)
+
+
 # --- splicing and the caches ---------------------------------------------------------------------------------
 
 

@@ -43,10 +43,10 @@ from sentinel.metrics.aggregate import Aggregator
 from sentinel.metrics.exposition import ExporterFigures, SentinelCollector, render
 from sentinel.metrics.recording import Snapshot
 from sentinel.metrics.server import MetricsServer
+from sentinel.supervisor import heap
 from sentinel.supervisor.health import HealthChecker
 from sentinel.supervisor.viewer import EmbeddedViewer
 from sentinel.tracing.export import SpanExporter
-from sentinel.tracing.recorder import unpack_spans
 from sentinel.tracing.resource import resource_attributes
 
 _READY_TIMEOUT = 30.0
@@ -239,7 +239,10 @@ class Supervisor:
             kind, payload = frame
             if kind == SPANS:
                 if self.exporter is not None:
-                    self.exporter.offer(unpack_spans(payload))
+                    try:
+                        self.exporter.offer_framed(payload)
+                    except ValueError as e:  # a worker bug; the frame is lost, not the supervisor
+                        log(f"worker {handle.slot} sent a malformed SPANS frame: {e}", logging.ERROR)
             elif kind == ACCESS:
                 if self.access_writer is not None:
                     self.access_writer.write(payload)
@@ -527,6 +530,8 @@ def run_supervisor(config: Config, text: str) -> int:
     except OSError as exc:
         print(f"sentinel: cannot open the application log: {exc}", file=sys.stderr)
         return 1
+    if not heap.keep_large_blocks_in_heap():
+        log("no glibc mallopt: the span exporter's buffers use the allocator's defaults", logging.DEBUG)
     try:
         supervisor = Supervisor(config, text)
         supervisor.log_handler = handler

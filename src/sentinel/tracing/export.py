@@ -1,14 +1,16 @@
 """The span exporter that runs in the supervisor (SPEC §6.5; its counters feed the §8 `otel_exporter_*` metrics).
 
-Workers hand over batches of already-encoded `Span` messages (bytes from `otlp.encode_span`); `SpanExporter.offer`
-puts them into one bounded queue without ever waiting, and a background task turns batches of up to
-`max_export_batch_size` spans into one request body each and sends it:
+Workers hand over batches of already-encoded `Span` messages (bytes from `otlp.encode_span`), framed as the
+repeated `ScopeSpans.spans` field (`otlp.frame_spans`); `SpanExporter.offer_framed` puts each buffer into one
+bounded queue as it is, without ever waiting (`offer` takes a list of spans), and a background task turns
+batches of up to `max_export_batch_size` spans into one request body each and sends it:
 
 - every `schedule_delay_ms`, or as soon as a full batch is queued;
 - the body depends on the backend: for OTLP (`backend "otlp"`, and `"jaeger"` and `"embedded"`, which are OTLP
-  too) the spans are wrapped, without being decoded, into an `ExportTraceServiceRequest`
-  (`otlp.encode_export_request`); for `backend "zipkin"` they are decoded and converted into a Zipkin v2 JSON
-  array (`zipkin.ZipkinEncoder`; a span that cannot be read is counted as failed, the rest are sent);
+  too) the framed buffers are wrapped, without being decoded, into an `ExportTraceServiceRequest`
+  (`otlp.encode_framed_export_request`; a buffer is split only where a batch ends inside it); for
+  `backend "zipkin"` they are decoded and converted into a Zipkin v2 JSON array (`zipkin.ZipkinEncoder`; a span
+  that cannot be read is counted as failed, the rest are sent);
 - over OTLP/gRPC (grpcio's asyncio API: one generic unary call on `GRPC_EXPORT_METHOD` with the raw bytes, no
   generated stubs; TLS for `https://`, `headers` as metadata, gzip as gRPC compression, `timeout-ms` as deadline)
   or over HTTP with a small asyncio HTTP/1.1 client of its own that keeps its connection alive (TLS for
@@ -52,7 +54,17 @@ import grpc.aio
 
 from sentinel import __version__
 from sentinel.config.model import OtlpProtocol, TracingBackendKind, TracingConfig
-from sentinel.tracing.otlp import AttrValue, encode_export_request, encode_resource, encode_scope, iter_fields
+from sentinel.tracing.otlp import (
+    AttrValue,
+    count_framed_spans,
+    encode_framed_export_request,
+    encode_resource,
+    encode_scope,
+    frame_spans,
+    iter_fields,
+    split_framed_spans,
+    unframe_spans,
+)
 from sentinel.tracing.zipkin import CONTENT_TYPE as ZIPKIN_CONTENT_TYPE
 from sentinel.tracing.zipkin import ZipkinEncoder
 
@@ -585,14 +597,15 @@ class SpanExporter:
                 otlp_answers=False,
                 user_agent=f"sentinel-zipkin-exporter/{__version__}",
             )
-            self._encode_batch = ZipkinEncoder(attrs, scope_name, scope_version).encode
+            zipkin = ZipkinEncoder(attrs, scope_name, scope_version)
+            self._encode_batch = lambda framed: zipkin.encode([s for chunk in framed for s in unframe_spans(chunk)])
         else:
             if backend.protocol is OtlpProtocol.GRPC:
                 self._transport = _GrpcTransport(endpoint, backend.headers, use_gzip, grpc_root_certificates)
             else:
                 self._transport = _HttpTransport(endpoint, backend.headers, use_gzip, ssl_context)
             resource, scope = encode_resource(attrs), encode_scope(scope_name, scope_version)
-            self._encode_batch = lambda spans: (encode_export_request(resource, scope, spans), 0)
+            self._encode_batch = lambda framed: (encode_framed_export_request(resource, scope, framed), 0)
         self._max_queue = config.max_queue_size
         self._batch_size = min(config.max_export_batch_size, config.max_queue_size)
         self._delay = config.schedule_delay_ms / 1000
@@ -602,7 +615,10 @@ class SpanExporter:
         self._max_retry_time = max_retry_time
         self._jitter = jitter
 
-        self._queue: deque[bytes] = deque()
+        # Spans as the workers sent them: `frame_spans` buffers with their span counts, never split or
+        # copied unless a batch boundary or the queue limit falls inside one.
+        self._queue: deque[tuple[bytes, int]] = deque()
+        self._queued = 0  # spans in the queue
         self._wake = asyncio.Event()  # work to do: a full batch, a flush, shutdown
         self._urgent = asyncio.Event()  # a flush or shutdown is waiting: shorten backoff waits
         self._flush: _FlushState | None = None
@@ -620,24 +636,51 @@ class SpanExporter:
 
     @property
     def queue_size(self) -> int:
-        return len(self._queue)
+        return self._queued
 
     def offer(self, spans: Sequence[bytes]) -> int:
         """Queue encoded spans without waiting; returns how many were dropped (queue full, or shut down)."""
+        return self.offer_framed(frame_spans(spans), len(spans))
+
+    def offer_framed(self, framed: bytes, count: int = -1) -> int:
+        """Queue a `frame_spans` buffer (a worker's SPANS frame) holding `count` spans (counted here if not
+        given, which also checks the framing: ValueError, and nothing queued, if it is broken). Never
+        waits; returns how many of the spans were dropped (queue full, or shut down)."""
+        if count < 0:
+            count = count_framed_spans(framed)
+        if not count:
+            return 0
         if self._closing:
-            self.spans_dropped[DROP_SHUTDOWN] += len(spans)
-            return len(spans)
-        room = self._max_queue - len(self._queue)
-        if len(spans) <= room:
-            self._queue.extend(spans)
-            dropped = 0
-        else:
-            self._queue.extend(spans[:room] if room > 0 else ())
-            dropped = len(spans) - max(room, 0)
+            self.spans_dropped[DROP_SHUTDOWN] += count
+            return count
+        room = self._max_queue - self._queued
+        dropped = 0
+        if count > room:
+            dropped = count - max(room, 0)
             self.spans_dropped[DROP_QUEUE_FULL] += dropped
-        if len(self._queue) >= self._batch_size:
+            if room <= 0:
+                return dropped
+            framed, count = split_framed_spans(framed, room)[0], room
+        self._queue.append((framed, count))
+        self._queued += count
+        if self._queued >= self._batch_size:
             self._wake.set()
         return dropped
+
+    def _take(self, n: int) -> list[bytes]:
+        """The first `n` queued spans (or all, if fewer), as framed buffers, out of the queue."""
+        batch: list[bytes] = []
+        taken = 0
+        while taken < n and self._queue:
+            framed, count = self._queue.popleft()
+            if taken + count > n:
+                framed, rest = split_framed_spans(framed, n - taken)
+                self._queue.appendleft((rest, count - (n - taken)))
+                count = n - taken
+            batch.append(framed)
+            taken += count
+        self._queued -= taken
+        return batch
 
     async def start(self) -> None:
         """Start the background sender on the running loop."""
@@ -688,8 +731,9 @@ class SpanExporter:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-            self.spans_dropped[DROP_SHUTDOWN] += len(self._queue)
+            self.spans_dropped[DROP_SHUTDOWN] += self._queued
             self._queue.clear()
+            self._queued = 0
             self._finish_flush()
             await self._transport.close()
 
@@ -707,7 +751,7 @@ class SpanExporter:
         loop = asyncio.get_running_loop()
         while True:
             timed_out = False
-            if self._flush is None and len(self._queue) < self._batch_size:
+            if self._flush is None and self._queued < self._batch_size:
                 self._wake.clear()
                 try:
                     await asyncio.wait_for(self._wake.wait(), self._delay)
@@ -715,15 +759,15 @@ class SpanExporter:
                     timed_out = True
             while self._queue:
                 flush = self._flush
-                if flush is None and not timed_out and len(self._queue) < self._batch_size:
+                if flush is None and not timed_out and self._queued < self._batch_size:
                     break
                 if flush is not None and loop.time() >= flush.deadline:
                     break
-                n = min(self._batch_size, len(self._queue))
-                batch = [self._queue.popleft() for _ in range(n)]
+                n = min(self._batch_size, self._queued)
+                batch = self._take(n)
                 self.in_flight = n
                 try:
-                    await self._export(batch)
+                    await self._export(batch, n)
                 except asyncio.CancelledError:
                     self.spans_failed += self.in_flight  # what _export had not counted yet
                     raise
@@ -735,12 +779,12 @@ class SpanExporter:
     def _limit(self, give_up: float) -> float:
         return give_up if self._flush is None else min(give_up, self._flush.deadline)
 
-    async def _export(self, spans: list[bytes]) -> None:
-        """Send one batch, retrying as the OTLP rules say; count its spans as exported or failed."""
+    async def _export(self, batch: list[bytes], n: int) -> None:
+        """Send one batch (framed buffers holding `n` spans), retrying as the OTLP rules say; count its spans
+        as exported or failed."""
         loop = asyncio.get_running_loop()
-        n = len(spans)
         try:
-            request, unreadable = self._encode_batch(spans)
+            request, unreadable = self._encode_batch(batch)
             payload = self._transport.prepare(request)
         except Exception as e:  # a span that is not valid bytes: the batch cannot be sent
             self.spans_failed += n

@@ -2,10 +2,11 @@
 
 The OpenTelemetry SDK's exporter costs tens of microseconds per span to encode, so spans are written
 straight to protobuf wire format here, with the standard library only. Workers encode each finished span
-into the bytes of one `opentelemetry.proto.trace.v1.Span` message (`encode_span`); the supervisor's
-exporter later wraps batches of those bytes, without decoding them, into an `ExportTraceServiceRequest`
-(`encode_export_request`) together with a `Resource` (`encode_resource`) and an `InstrumentationScope`
-(`encode_scope`).
+into the bytes of one `opentelemetry.proto.trace.v1.Span` message (`encode_span`) and hands batches of
+them to the supervisor already framed as the repeated `ScopeSpans.spans` field (`frame_spans`); the
+supervisor's exporter wraps those buffers, without decoding or splitting them, into an
+`ExportTraceServiceRequest` (`encode_framed_export_request`) together with a `Resource`
+(`encode_resource`) and an `InstrumentationScope` (`encode_scope`).
 
 Wire format as in opentelemetry-proto (trace/v1/trace.proto, common/v1/common.proto,
 resource/v1/resource.proto, collector/trace/v1/trace_service.proto). Fields are written in field-number
@@ -39,16 +40,21 @@ __all__ = [
     "AttrValue",
     "SpanKind",
     "StatusCode",
+    "count_framed_spans",
     "encode_attributes",
     "encode_export_request",
+    "encode_framed_export_request",
     "encode_resource",
     "encode_scope",
     "encode_span",
     "finish_span",
+    "frame_spans",
     "iter_fields",
     "put_int_attribute",
     "put_string_attribute",
     "span_parts",
+    "split_framed_spans",
+    "unframe_spans",
 ]
 
 
@@ -177,6 +183,8 @@ _RS_RESOURCE: Final = _tag(1, 2)
 _RS_SCOPE_SPANS: Final = _tag(2, 2)
 _SS_SCOPE: Final = _tag(1, 2)
 _SS_SPANS: Final = _tag(2, 2)
+_SS_SPANS_BYTE: Final = _SS_SPANS[0]
+_SPANS_FIELD_HEAD: Final = tuple(_SS_SPANS + _B[n] for n in range(128))
 
 # KeyValue { string key = 1; AnyValue value = 2; }
 # AnyValue { oneof value { string_value = 1; bool_value = 2; int_value = 3 (int64); double_value = 4;
@@ -477,28 +485,104 @@ def encode_scope(name: str, version: str = "") -> bytes:
     return out
 
 
-def encode_export_request(resource: bytes, scope: bytes, spans: Sequence[bytes]) -> bytes:
-    """An `ExportTraceServiceRequest` with one ResourceSpans holding one ScopeSpans with `spans`.
+def frame_spans(spans: Iterable[bytes]) -> bytes:
+    """Spans (bodies from `encode_span`) as the repeated `ScopeSpans.spans` field: tag, length and body of
+    each, in one buffer.
 
-    `resource`, `scope` and each of `spans` are message bodies from `encode_resource`, `encode_scope`
-    and `encode_span`; they are copied in without being decoded. The resource and scope fields are
+    This is how workers hand spans to the supervisor: a framed buffer goes into an export request as it is
+    (`encode_framed_export_request`), and several of them concatenated are still one valid field sequence.
+    """
+    parts: list[bytes] = []
+    for span in spans:
+        n = len(span)
+        parts.append(_SPANS_FIELD_HEAD[n] if n < 0x80 else _SS_SPANS + _varint(n))
+        parts.append(span)
+    return b"".join(parts)
+
+
+def _next_framed_span(framed: bytes, offset: int) -> int:
+    """Where the span framed at `offset` ends; ValueError if the framing is broken there."""
+    end = len(framed)
+    if framed[offset] != _SS_SPANS_BYTE:
+        raise ValueError(f"not a ScopeSpans.spans field at offset {offset}")
+    offset += 1
+    size = 0
+    shift = 0
+    while True:
+        if offset >= end or shift > 28:
+            raise ValueError("truncated or oversized span length")
+        byte = framed[offset]
+        offset += 1
+        size |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            break
+        shift += 7
+    offset += size
+    if offset > end:
+        raise ValueError("truncated span")
+    return offset
+
+
+def count_framed_spans(framed: bytes) -> int:
+    """How many spans a `frame_spans` buffer holds; ValueError if it is not one."""
+    count = 0
+    offset = 0
+    end = len(framed)
+    while offset < end:
+        offset = _next_framed_span(framed, offset)
+        count += 1
+    return count
+
+
+def split_framed_spans(framed: bytes, n: int) -> tuple[bytes, bytes]:
+    """A `frame_spans` buffer cut after its first `n` spans: (those, the rest)."""
+    offset = 0
+    end = len(framed)
+    for _ in range(n):
+        if offset >= end:
+            break
+        offset = _next_framed_span(framed, offset)
+    return framed[:offset], framed[offset:]
+
+
+def unframe_spans(framed: bytes) -> list[bytes]:
+    """The span bodies of a `frame_spans` buffer."""
+    spans: list[bytes] = []
+    offset = 0
+    end = len(framed)
+    while offset < end:
+        stop = _next_framed_span(framed, offset)
+        head = offset + 2
+        while framed[head - 1] >= 0x80:  # past the length varint
+            head += 1
+        spans.append(framed[head:stop])
+        offset = stop
+    return spans
+
+
+def encode_framed_export_request(resource: bytes, scope: bytes, framed: Sequence[bytes]) -> bytes:
+    """An `ExportTraceServiceRequest` with one ResourceSpans holding one ScopeSpans whose spans are the
+    `frame_spans` buffers `framed`, copied in as they are.
+
+    `resource` and `scope` are message bodies from `encode_resource` and `encode_scope`; both fields are
     always present, even when empty.
     """
     # One join at the end, so that the (possibly large) request is allocated and copied once: the lengths of
     # the enclosing messages are added up from their parts first. (Both ScopeSpans tags are one byte.)
     scope_size = _varint(len(scope))
-    parts = [b"", b"", _SS_SCOPE, scope_size, scope]
     scope_spans_size = 1 + len(scope_size) + len(scope)
-    for span in spans:
-        size = _varint(len(span))
-        parts.append(_SS_SPANS)
-        parts.append(size)
-        parts.append(span)
-        scope_spans_size += 1 + len(size) + len(span)
+    for chunk in framed:
+        scope_spans_size += len(chunk)
     head = b"".join((_RS_RESOURCE, _varint(len(resource)), resource, _RS_SCOPE_SPANS, _varint(scope_spans_size)))
-    parts[0] = _REQ_RESOURCE_SPANS + _varint(len(head) + scope_spans_size)
-    parts[1] = head
+    parts = [_REQ_RESOURCE_SPANS + _varint(len(head) + scope_spans_size), head, _SS_SCOPE, scope_size, scope]
+    parts.extend(framed)
     return b"".join(parts)
+
+
+def encode_export_request(resource: bytes, scope: bytes, spans: Sequence[bytes]) -> bytes:
+    """An `ExportTraceServiceRequest` with one ResourceSpans holding one ScopeSpans with `spans` (bodies
+    from `encode_span`, copied in without being decoded); see `encode_framed_export_request`."""
+    return encode_framed_export_request(resource, scope, [frame_spans(spans)])
 
 
 # --- reading -----------------------------------------------------------------------------------------------

@@ -3,42 +3,21 @@
 Recording a span is an `encode_span` call and a list append; the batch goes to the supervisor as one
 SPANS frame when `BATCH` spans are waiting or at the worker's next flush (`ipc.batch`), and is dropped
 and counted if the supervisor is behind: the request path never waits for tracing (SPEC §6.5, §11).
+
+A SPANS frame's payload is the batch framed as the repeated `ScopeSpans.spans` field
+(`otlp.frame_spans`), so that the supervisor's exporter puts it into an export request as it is.
 """
 
 from __future__ import annotations
 
-import struct
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Final
 
 from sentinel.ipc import SPANS
 from sentinel.ipc.batch import FrameBatcher
+from sentinel.tracing.otlp import frame_spans
 
 BATCH: Final = 256
-_LENGTH: Final = struct.Struct(">I")
-
-
-def pack_spans(spans: Iterable[bytes]) -> bytes:
-    """A SPANS frame payload: each encoded span prefixed with its u32 length (one join: each span is
-    copied once)."""
-    parts: list[bytes] = []
-    for span in spans:
-        parts.append(_LENGTH.pack(len(span)))
-        parts.append(span)
-    return b"".join(parts)
-
-
-def unpack_spans(payload: bytes) -> list[bytes]:
-    spans: list[bytes] = []
-    offset, end = 0, len(payload)
-    while offset < end:
-        (length,) = _LENGTH.unpack_from(payload, offset)
-        offset += 4
-        if offset + length > end:
-            raise ValueError("truncated span in a SPANS frame")
-        spans.append(payload[offset : offset + length])
-        offset += length
-    return spans
 
 
 class SpanRecorder(FrameBatcher[bytes]):
@@ -47,7 +26,7 @@ class SpanRecorder(FrameBatcher[bytes]):
     __slots__ = ()
 
     def __init__(self, send: Callable[[bytes], None], send_buffer_size: Callable[[], int]) -> None:
-        super().__init__(SPANS, pack_spans, send, send_buffer_size, max_items=BATCH)
+        super().__init__(SPANS, frame_spans, send, send_buffer_size, max_items=BATCH)
 
     def record(self, span: bytes) -> None:
         self.add(span)
