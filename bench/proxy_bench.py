@@ -104,6 +104,9 @@ upstreams {{
 """
 
 
+# The variants whose cost is reported against sentinel-1 (the same proxy with the feature off).
+FEATURE_VARIANTS = ("sentinel-1-trace-0", "sentinel-1-trace-0.1", "sentinel-1-trace-1.0", "sentinel-1-logs-metrics")
+
 # Tracing on, exporting to a local OTLP/gRPC sink; "0" is a configured tracer with every request unsampled.
 TRACING = """
 observability {{
@@ -448,10 +451,12 @@ def main() -> int:
 
         # Rounds interleave the targets, so that drift in the machine's speed (seen here: the same
         # nginx measured 17k and 35k req/s a minute apart) hits all of them alike; medians are reported.
+        # Every other round runs the targets in reverse order, so that a steady drift does not always
+        # favour the ones measured first.
         rounds: list[dict[tuple[str, int], Result]] = []
-        for _ in range(args.rounds):
+        for i in range(args.rounds):
             this: dict[tuple[str, int], Result] = {}
-            for name, port, proc in targets:
+            for name, port, proc in targets if i % 2 == 0 else reversed(targets):
                 this[(name, args.connections)] = measured(name, port, args.connections, args.duration, proc)
                 this[(name, 1)] = wrk(name, port, 1, max(args.duration / 2, 2))
             rounds.append(this)
@@ -487,6 +492,17 @@ def main() -> int:
             ]
             if added:
                 notes[f"{name}/nginx per-round added-latency ratios"] = [round(x, 2) for x in added]
+        # The features' costs against sentinel-1, paired within each round (the two were measured minutes
+        # apart at most, where the medians can come from different rounds).
+        for name in FEATURE_VARIANTS:
+            paired = [
+                1 - r[(name, args.connections)].requests_per_sec / r[("sentinel-1", args.connections)].requests_per_sec
+                for r in rounds
+                if (name, args.connections) in r and ("sentinel-1", args.connections) in r
+            ]
+            if paired:
+                notes[f"{name} per-round costs %"] = [round(x * 100, 1) for x in paired]
+                notes[f"{name} median per-round cost %"] = round(sorted(paired)[len(paired) // 2] * 100, 1)
         kept = [
             r[("sentinel-1-agent", args.connections)].requests_per_sec
             / r[("sentinel-1", args.connections)].requests_per_sec
@@ -544,6 +560,7 @@ def report(results: list[Result], notes: dict[str, object], args: argparse.Names
             cost = 1 - traced.requests_per_sec / base.requests_per_sec
             print(
                 f"tracing at sampling {rate} costs {cost * 100:.1f}% of req/s against tracing off"
+                + _paired(notes, f"sentinel-1-trace-{rate}")
                 + _cpu_cost(base, traced)
             )
     with_agent = by.get(("sentinel-1-agent", args.connections))
@@ -556,7 +573,11 @@ def report(results: list[Result], notes: dict[str, object], args: argparse.Names
     observed = by.get(("sentinel-1-logs-metrics", args.connections))
     if base and observed:
         cost = 1 - observed.requests_per_sec / base.requests_per_sec
-        print(f"access log + metrics cost {cost * 100:.1f}% of req/s against both off{_cpu_cost(base, observed)}")
+        print(
+            f"access log + metrics cost {cost * 100:.1f}% of req/s against both off"
+            + _paired(notes, "sentinel-1-logs-metrics")
+            + _cpu_cost(base, observed)
+        )
     for key, value in notes.items():
         print(f"{key}: {value}")
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -566,6 +587,11 @@ def report(results: list[Result], notes: dict[str, object], args: argparse.Names
         json.dumps({"machine": machine(), "results": [asdict(r) for r in results], "notes": notes}, indent=2)
     )
     print(f"\nsaved {out.relative_to(REPO)}")
+
+
+def _paired(notes: dict[str, object], name: str) -> str:
+    median = notes.get(f"{name} median per-round cost %")
+    return "" if median is None else f" (paired per round, median: {median}%)"
 
 
 def _cpu_cost(base: Result, other: Result) -> str:
