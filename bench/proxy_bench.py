@@ -355,6 +355,12 @@ def main() -> int:
     )
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument(
+        "--cycles",
+        type=int,
+        default=5,
+        help="A-B-A cycles for the feature costs (tracing, access log): sentinel-1 measured between each of them",
+    )
+    parser.add_argument(
         "--tracing", action="store_true", help="also run sentinel-1 with tracing at sampling 0, 0.1 and 1.0"
     )
     parser.add_argument(
@@ -467,6 +473,12 @@ def main() -> int:
             median.cpu_us = cpu[len(cpu) // 2]  # the median of its own, not that of the median-req/s round
             results.append(median)
         notes["rounds"] = args.rounds
+        features = [(name, port) for name, port, _ in targets if name in FEATURE_VARIANTS]
+        base_port = next((port for name, port, _ in targets if name == "sentinel-1"), None)
+        if features and base_port is not None and args.cycles > 0:
+            for name, costs in feature_costs(base_port, features, args.connections, args.duration, args.cycles).items():
+                notes[f"{name} A-B-A costs %"] = [round(x * 100, 1) for x in costs]
+                notes[f"{name} A-B-A median cost %"] = round(sorted(costs)[len(costs) // 2] * 100, 1)
         for name, port, proc in targets:
             if proc is not None and name.startswith("sentinel"):
                 notes[f"{name}_worker_rss_mib"] = round(rss_of_children(proc.pid) / 2**20, 1)
@@ -589,9 +601,33 @@ def report(results: list[Result], notes: dict[str, object], args: argparse.Names
     print(f"\nsaved {out.relative_to(REPO)}")
 
 
+def feature_costs(
+    base_port: int, features: list[tuple[str, int]], connections: int, duration: float, cycles: int
+) -> dict[str, list[float]]:
+    """Each feature's cost against sentinel-1, measured A-B-A: sentinel-1 runs before and after every
+    feature run, and the feature's req/s is compared with the mean of those two, which cancels a drift
+    that is steady over the ~2 x `duration` seconds between them. The order of the features alternates
+    between cycles."""
+    costs: dict[str, list[float]] = {name: [] for name, _ in features}
+    before = wrk("sentinel-1", base_port, connections, duration).requests_per_sec
+    for cycle in range(cycles):
+        for name, port in features if cycle % 2 == 0 else features[::-1]:
+            with_feature = wrk(name, port, connections, duration).requests_per_sec
+            after = wrk("sentinel-1", base_port, connections, duration).requests_per_sec
+            costs[name].append(1 - with_feature / ((before + after) / 2))
+            before = after
+    return costs
+
+
 def _paired(notes: dict[str, object], name: str) -> str:
+    aba = notes.get(f"{name} A-B-A median cost %")
     median = notes.get(f"{name} median per-round cost %")
-    return "" if median is None else f" (paired per round, median: {median}%)"
+    parts = []
+    if aba is not None:
+        parts.append(f"A-B-A median {aba}%")
+    if median is not None:
+        parts.append(f"paired per round, median {median}%")
+    return f" ({'; '.join(parts)})" if parts else ""
 
 
 def _cpu_cost(base: Result, other: Result) -> str:
