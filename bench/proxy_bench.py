@@ -9,8 +9,11 @@ Ratios are computed from numbers taken in the same run, so the machine's speed c
 proxy the CPU its processes used per request (user + system, from /proc) is printed too: a cost figure
 that drift in the machine's speed disturbs less than req/s.
 
-Targets are measured in interleaved rounds (medians reported), because this machine's speed drifts:
-the same nginx measured 17k and 35k req/s a minute apart. With --pin, wrk runs on CPU 0 and the
+Targets are measured in interleaved rounds (medians reported; every other round in reverse order),
+because this machine's speed drifts: the same nginx measured 17k and 35k req/s a minute apart. The
+costs of tracing and of the access log (--tracing, --observability) are then also measured A-B-A:
+sentinel-1 runs before and after each feature run, and the feature is compared with the mean of its
+two neighbours (--cycles N times, medians reported). With --pin, wrk runs on CPU 0 and the
 servers under test (upstream, nginx, Sentinel with 1 worker) on CPU 1: each proxy then shares one core
 with the upstream, which compares CPU cost per request; unpinned (the default) is the deployment-like
 setup where the proxy competes with wrk and the upstream for two cores.
@@ -473,12 +476,6 @@ def main() -> int:
             median.cpu_us = cpu[len(cpu) // 2]  # the median of its own, not that of the median-req/s round
             results.append(median)
         notes["rounds"] = args.rounds
-        features = [(name, port) for name, port, _ in targets if name in FEATURE_VARIANTS]
-        base_port = next((port for name, port, _ in targets if name == "sentinel-1"), None)
-        if features and base_port is not None and args.cycles > 0:
-            for name, costs in feature_costs(base_port, features, args.connections, args.duration, args.cycles).items():
-                notes[f"{name} A-B-A costs %"] = [round(x * 100, 1) for x in costs]
-                notes[f"{name} A-B-A median cost %"] = round(sorted(costs)[len(costs) // 2] * 100, 1)
         for name, port, proc in targets:
             if proc is not None and name.startswith("sentinel"):
                 notes[f"{name}_worker_rss_mib"] = round(rss_of_children(proc.pid) / 2**20, 1)
@@ -487,6 +484,15 @@ def main() -> int:
                     notes[f"{name}_worker_rss_mib_after_{served}_requests"] = round(
                         rss_of_children(proc.pid) / 2**20, 1
                     )
+        features = [(name, port) for name, port, _ in targets if name in FEATURE_VARIANTS]
+        base_port = next((port for name, port, _ in targets if name == "sentinel-1"), None)
+        if features and base_port is not None and args.cycles > 0:
+            costs, errors = feature_costs(base_port, features, args.connections, args.duration, args.cycles)
+            for name, values in costs.items():
+                notes[f"{name} A-B-A costs %"] = [round(x * 100, 1) for x in values]
+                notes[f"{name} A-B-A median cost %"] = round(sorted(values)[len(values) // 2] * 100, 1)
+            if errors:
+                notes["A-B-A phase: wrk errors (the costs above are suspect)"] = errors
         for name in ("bare", "sentinel-1"):
             per_round = [
                 r[(name, args.connections)].requests_per_sec / r[("nginx", args.connections)].requests_per_sec
@@ -603,20 +609,22 @@ def report(results: list[Result], notes: dict[str, object], args: argparse.Names
 
 def feature_costs(
     base_port: int, features: list[tuple[str, int]], connections: int, duration: float, cycles: int
-) -> dict[str, list[float]]:
+) -> tuple[dict[str, list[float]], int]:
     """Each feature's cost against sentinel-1, measured A-B-A: sentinel-1 runs before and after every
     feature run, and the feature's req/s is compared with the mean of those two, which cancels a drift
     that is steady over the ~2 x `duration` seconds between them. The order of the features alternates
-    between cycles."""
+    between cycles. Also returns the number of wrk errors (socket errors, non-2xx answers) seen."""
     costs: dict[str, list[float]] = {name: [] for name, _ in features}
-    before = wrk("sentinel-1", base_port, connections, duration).requests_per_sec
+    first = wrk("sentinel-1", base_port, connections, duration)
+    before, errors = first.requests_per_sec, first.errors
     for cycle in range(cycles):
         for name, port in features if cycle % 2 == 0 else features[::-1]:
-            with_feature = wrk(name, port, connections, duration).requests_per_sec
-            after = wrk("sentinel-1", base_port, connections, duration).requests_per_sec
-            costs[name].append(1 - with_feature / ((before + after) / 2))
-            before = after
-    return costs
+            with_feature = wrk(name, port, connections, duration)
+            after = wrk("sentinel-1", base_port, connections, duration)
+            costs[name].append(1 - with_feature.requests_per_sec / ((before + after.requests_per_sec) / 2))
+            before = after.requests_per_sec
+            errors += with_feature.errors + after.errors
+    return costs, errors
 
 
 def _paired(notes: dict[str, object], name: str) -> str:

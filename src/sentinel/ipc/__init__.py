@@ -13,7 +13,7 @@ import struct
 from typing import Any
 
 CONTROL = 1
-SPANS = 2  # worker → supervisor: encoded OTLP spans, each prefixed with its u32 length
+SPANS = 2  # worker → supervisor: encoded OTLP spans framed as the ScopeSpans.spans field (otlp.frame_spans)
 ACCESS = 3  # worker → supervisor: whole access-log lines, UTF-8
 _HEADER = struct.Struct(">IB")
 MAX_FRAME = 64 * 1024 * 1024

@@ -530,8 +530,9 @@ def run_supervisor(config: Config, text: str) -> int:
     except OSError as exc:
         print(f"sentinel: cannot open the application log: {exc}", file=sys.stderr)
         return 1
-    if not heap.keep_large_blocks_in_heap():
-        log("no glibc mallopt: the span exporter's buffers use the allocator's defaults", logging.DEBUG)
+    refused = heap.keep_large_blocks_in_heap()
+    if refused:
+        log(f"malloc settings not applied ({', '.join(refused)}): the allocator's defaults stay", logging.DEBUG)
     try:
         supervisor = Supervisor(config, text)
         supervisor.log_handler = handler

@@ -19,14 +19,18 @@ _M_TRIM_THRESHOLD: Final = -1  # mallopt parameters, from glibc's malloc.h
 _M_MMAP_THRESHOLD: Final = -3
 
 
-def keep_large_blocks_in_heap() -> bool:
-    """Apply the thresholds to this process's allocator; False where there is no glibc `mallopt` (the
-    process then runs with its allocator's defaults)."""
+def keep_large_blocks_in_heap() -> list[str]:
+    """Apply the thresholds to this process's allocator; returns the ones it refused (all of them where
+    there is no glibc `mallopt`: the process then runs with its allocator's defaults)."""
+    wanted = {
+        "M_MMAP_THRESHOLD": (_M_MMAP_THRESHOLD, MMAP_THRESHOLD),
+        "M_TRIM_THRESHOLD": (_M_TRIM_THRESHOLD, TRIM_THRESHOLD),
+    }
     try:
         mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):
-        return False
+        return list(wanted)
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
     # mallopt returns 1 on success (musl's stub returns 0: nothing changes there).
-    return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+    return [name for name, (param, value) in wanted.items() if mallopt(param, value) != 1]

@@ -8,7 +8,8 @@ batches of up to `max_export_batch_size` spans into one request body each and se
 - every `schedule_delay_ms`, or as soon as a full batch is queued;
 - the body depends on the backend: for OTLP (`backend "otlp"`, and `"jaeger"` and `"embedded"`, which are OTLP
   too) the framed buffers are wrapped, without being decoded, into an `ExportTraceServiceRequest`
-  (`otlp.encode_framed_export_request`; a buffer is split only where a batch ends inside it); for
+  (`otlp.encode_framed_export_request`; a buffer is cut, at a span, only where a batch or the queue limit
+  ends inside it); for
   `backend "zipkin"` they are decoded and converted into a Zipkin v2 JSON array (`zipkin.ZipkinEncoder`; a span
   that cannot be read is counted as failed, the rest are sent);
 - over OTLP/gRPC (grpcio's asyncio API: one generic unary call on `GRPC_EXPORT_METHOD` with the raw bytes, no
@@ -28,8 +29,8 @@ batches of up to `max_export_batch_size` spans into one request body each and se
 Only one batch is ever in flight, so memory stays flat when the collector is down or slow: the queue is bounded
 (spans beyond it are dropped and counted with reason "queue_full"), the HTTP client keeps at most one
 connection and reads at most `_MAX_RESPONSE_BODY` bytes of an answer, and durations go into a fixed-bucket
-histogram. Everything here runs on the event loop of the supervisor (asyncio or uvloop): `offer` must be called
-from that loop's thread.
+histogram. Everything here runs on the event loop of the supervisor (asyncio or uvloop): `offer` and
+`offer_framed` must be called from that loop's thread.
 """
 
 from __future__ import annotations
@@ -61,8 +62,8 @@ from sentinel.tracing.otlp import (
     encode_resource,
     encode_scope,
     frame_spans,
+    framed_spans_end,
     iter_fields,
-    split_framed_spans,
     unframe_spans,
 )
 from sentinel.tracing.zipkin import CONTENT_TYPE as ZIPKIN_CONTENT_TYPE
@@ -615,9 +616,9 @@ class SpanExporter:
         self._max_retry_time = max_retry_time
         self._jitter = jitter
 
-        # Spans as the workers sent them: `frame_spans` buffers with their span counts, never split or
-        # copied unless a batch boundary or the queue limit falls inside one.
-        self._queue: deque[tuple[bytes, int]] = deque()
+        # Spans as the workers sent them: `frame_spans` buffers, each with the offset where its unsent spans
+        # start (a batch can end inside a buffer) and how many those are.
+        self._queue: deque[tuple[bytes, int, int]] = deque()
         self._queued = 0  # spans in the queue
         self._wake = asyncio.Event()  # work to do: a full batch, a flush, shutdown
         self._urgent = asyncio.Event()  # a flush or shutdown is waiting: shorten backoff waits
@@ -639,15 +640,17 @@ class SpanExporter:
         return self._queued
 
     def offer(self, spans: Sequence[bytes]) -> int:
-        """Queue encoded spans without waiting; returns how many were dropped (queue full, or shut down)."""
-        return self.offer_framed(frame_spans(spans), len(spans))
+        """Queue encoded spans (bytes) without waiting; returns how many were dropped (queue full, or shut
+        down)."""
+        return self._offer(frame_spans(spans), len(spans))
 
-    def offer_framed(self, framed: bytes, count: int = -1) -> int:
-        """Queue a `frame_spans` buffer (a worker's SPANS frame) holding `count` spans (counted here if not
-        given, which also checks the framing: ValueError, and nothing queued, if it is broken). Never
-        waits; returns how many of the spans were dropped (queue full, or shut down)."""
-        if count < 0:
-            count = count_framed_spans(framed)
+    def offer_framed(self, framed: bytes) -> int:
+        """Queue a `frame_spans` buffer (a worker's SPANS frame) without waiting; returns how many of its
+        spans were dropped (queue full, or shut down). Its framing is checked first: ValueError, and
+        nothing queued, if it is broken."""
+        return self._offer(framed, count_framed_spans(framed))
+
+    def _offer(self, framed: bytes, count: int) -> int:
         if not count:
             return 0
         if self._closing:
@@ -660,8 +663,8 @@ class SpanExporter:
             self.spans_dropped[DROP_QUEUE_FULL] += dropped
             if room <= 0:
                 return dropped
-            framed, count = split_framed_spans(framed, room)[0], room
-        self._queue.append((framed, count))
+            framed, count = framed[: framed_spans_end(framed, 0, room)], room
+        self._queue.append((framed, 0, count))
         self._queued += count
         if self._queued >= self._batch_size:
             self._wake.set()
@@ -672,12 +675,15 @@ class SpanExporter:
         batch: list[bytes] = []
         taken = 0
         while taken < n and self._queue:
-            framed, count = self._queue.popleft()
+            framed, start, count = self._queue.popleft()
             if taken + count > n:
-                framed, rest = split_framed_spans(framed, n - taken)
-                self._queue.appendleft((rest, count - (n - taken)))
-                count = n - taken
-            batch.append(framed)
+                # The rest stays queued as an offset into the same buffer: no copy of it per batch.
+                cut = framed_spans_end(framed, start, n - taken)
+                self._queue.appendleft((framed, cut, count - (n - taken)))
+                batch.append(framed[start:cut])
+                taken = n
+                break
+            batch.append(framed[start:] if start else framed)
             taken += count
         self._queued -= taken
         return batch
@@ -786,7 +792,7 @@ class SpanExporter:
         try:
             request, unreadable = self._encode_batch(batch)
             payload = self._transport.prepare(request)
-        except Exception as e:  # a span that is not valid bytes: the batch cannot be sent
+        except Exception as e:  # cannot happen with checked framing; a bug must not end the exporter
             self.spans_failed += n
             self._problem(f"cannot encode a batch of {n} spans: {e!r}")
             return

@@ -4,9 +4,10 @@ The OpenTelemetry SDK's exporter costs tens of microseconds per span to encode, 
 straight to protobuf wire format here, with the standard library only. Workers encode each finished span
 into the bytes of one `opentelemetry.proto.trace.v1.Span` message (`encode_span`) and hands batches of
 them to the supervisor already framed as the repeated `ScopeSpans.spans` field (`frame_spans`); the
-supervisor's exporter wraps those buffers, without decoding or splitting them, into an
-`ExportTraceServiceRequest` (`encode_framed_export_request`) together with a `Resource`
-(`encode_resource`) and an `InstrumentationScope` (`encode_scope`).
+supervisor's exporter checks their framing (`count_framed_spans`) and wraps those buffers, without
+decoding them, into an `ExportTraceServiceRequest` (`encode_framed_export_request`) together with a
+`Resource` (`encode_resource`) and an `InstrumentationScope` (`encode_scope`), cutting one at a span
+(`framed_spans_end`) only where an export batch or the queue limit ends inside it.
 
 Wire format as in opentelemetry-proto (trace/v1/trace.proto, common/v1/common.proto,
 resource/v1/resource.proto, collector/trace/v1/trace_service.proto). Fields are written in field-number
@@ -49,6 +50,7 @@ __all__ = [
     "encode_span",
     "finish_span",
     "frame_spans",
+    "framed_spans_end",
     "iter_fields",
     "put_int_attribute",
     "put_string_attribute",
@@ -534,14 +536,21 @@ def count_framed_spans(framed: bytes) -> int:
     return count
 
 
-def split_framed_spans(framed: bytes, n: int) -> tuple[bytes, bytes]:
-    """A `frame_spans` buffer cut after its first `n` spans: (those, the rest)."""
-    offset = 0
+def framed_spans_end(framed: bytes, start: int, n: int) -> int:
+    """Where the `n` spans framed from offset `start` of a `frame_spans` buffer end (or the buffer, if it
+    holds fewer)."""
+    offset = start
     end = len(framed)
     for _ in range(n):
         if offset >= end:
             break
         offset = _next_framed_span(framed, offset)
+    return offset
+
+
+def split_framed_spans(framed: bytes, n: int) -> tuple[bytes, bytes]:
+    """A `frame_spans` buffer cut after its first `n` spans: (those, the rest)."""
+    offset = framed_spans_end(framed, 0, n)
     return framed[:offset], framed[offset:]
 
 
