@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import contextlib
 import json
 import os
 import re
@@ -275,8 +276,10 @@ class Procs:
     def __init__(self) -> None:
         self.procs: list[subprocess.Popen[bytes]] = []
 
-    def start(self, args: list[str]) -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    def start(self, args: list[str], stdout: Path | None = None) -> subprocess.Popen[bytes]:
+        """Start a server; its stdout goes to the file `stdout`, or nowhere."""
+        with open(stdout, "wb") if stdout is not None else contextlib.nullcontext(subprocess.DEVNULL) as out:
+            proc = subprocess.Popen(args, stdout=out, stderr=subprocess.DEVNULL)
         self.procs.append(proc)
         return proc
 
@@ -425,7 +428,8 @@ def main() -> int:
             sink_port = free_port()
             # The sink stands in for a collector on another machine: pinned, it runs with the client, not on
             # the proxy's core.
-            procs.start([*PIN_CLIENT, sys.executable, str(REPO / "bench" / "otlp_sink.py"), str(sink_port)])
+            sink = [*PIN_CLIENT, sys.executable, str(REPO / "bench" / "otlp_sink.py"), str(sink_port)]
+            procs.start(sink, stdout=work / "sink.json")  # what it received, written when it stops
             wait_port(sink_port)
             variants += [
                 (f"sentinel-1-trace-{rate}", 1, TRACING.format(rate=rate, sink=sink_port))
@@ -538,7 +542,9 @@ def main() -> int:
             ).stdout
             notes["agent round trip (wire, no proxy)"] = out.strip()
     finally:
-        procs.stop_all()
+        procs.stop_all()  # the proxies first (they flush their spans), the sink after them
+        with contextlib.suppress(OSError, ValueError):
+            notes["OTLP sink received"] = json.loads((work / "sink.json").read_text())
         shutil.rmtree(work, ignore_errors=True)
     notes["guest_halt_poll_ns"] = args.halt_poll if args.halt_poll is not None else read_halt_poll()
 
