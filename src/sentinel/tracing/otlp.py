@@ -502,25 +502,32 @@ def frame_spans(spans: Iterable[bytes]) -> bytes:
     return b"".join(parts)
 
 
+def _read_varint(buf: bytes, pos: int, max_shift: int = 63) -> tuple[int, int]:
+    """The varint at `pos` and the offset after it; ValueError if it is cut off or has more than
+    `max_shift` / 7 + 1 bytes."""
+    end = len(buf)
+    shift = result = 0
+    while True:
+        if pos >= end or shift > max_shift:
+            raise ValueError("truncated varint")
+        b = buf[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if b < 0x80:
+            return result, pos
+        shift += 7
+
+
 def _next_framed_span(framed: bytes, offset: int) -> int:
     """Where the span framed at `offset` ends; ValueError if the framing is broken there."""
-    end = len(framed)
     if framed[offset] != _SS_SPANS_BYTE:
         raise ValueError(f"not a ScopeSpans.spans field at offset {offset}")
-    offset += 1
-    size = 0
-    shift = 0
-    while True:
-        if offset >= end or shift > 28:
-            raise ValueError("truncated or oversized span length")
-        byte = framed[offset]
-        offset += 1
-        size |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            break
-        shift += 7
+    try:
+        size, offset = _read_varint(framed, offset + 1, 28)  # at most 5 bytes: a span under 32 GiB
+    except ValueError:
+        raise ValueError("truncated or oversized span length") from None
     offset += size
-    if offset > end:
+    if offset > len(framed):
         raise ValueError("truncated span")
     return offset
 
@@ -606,30 +613,16 @@ def iter_fields(buf: bytes) -> Iterator[tuple[int, int, int | bytes]]:
     "little"))`), length-delimited fields (wire type 2) as bytes. Groups (wire types 3 and 4) are not supported.
     """
     pos, end = 0, len(buf)
-
-    def varint() -> int:
-        nonlocal pos
-        shift = result = 0
-        while True:
-            if pos >= end or shift > 63:
-                raise ValueError("truncated varint")
-            b = buf[pos]
-            pos += 1
-            result |= (b & 0x7F) << shift
-            if b < 0x80:
-                return result
-            shift += 7
-
     while pos < end:
-        key = varint()
+        key, pos = _read_varint(buf, pos)
         number, wire = key >> 3, key & 7
         value: int | bytes
         if wire == 0:
-            value = varint()
+            value, pos = _read_varint(buf, pos)
         elif wire == 1:
             value, pos = int.from_bytes(buf[pos : pos + 8], "little"), pos + 8
         elif wire == 2:
-            size = varint()
+            size, pos = _read_varint(buf, pos)
             if pos + size > end:
                 raise ValueError("truncated field")
             value, pos = buf[pos : pos + size], pos + size
