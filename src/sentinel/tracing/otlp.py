@@ -55,7 +55,6 @@ __all__ = [
     "put_int_attribute",
     "put_string_attribute",
     "span_parts",
-    "split_framed_spans",
     "unframe_spans",
 ]
 
@@ -518,18 +517,18 @@ def _read_varint(buf: bytes, pos: int, max_shift: int = 63) -> tuple[int, int]:
         shift += 7
 
 
-def _next_framed_span(framed: bytes, offset: int) -> int:
-    """Where the span framed at `offset` ends; ValueError if the framing is broken there."""
+def _framed_span_at(framed: bytes, offset: int) -> tuple[int, int]:
+    """Where the body of the span framed at `offset` starts and where it ends; ValueError if the framing is
+    broken there."""
     if framed[offset] != _SS_SPANS_BYTE:
         raise ValueError(f"not a ScopeSpans.spans field at offset {offset}")
     try:
-        size, offset = _read_varint(framed, offset + 1, 28)  # at most 5 bytes: a span under 32 GiB
+        size, body = _read_varint(framed, offset + 1, 28)  # at most 5 bytes: a span under 32 GiB
     except ValueError:
         raise ValueError("truncated or oversized span length") from None
-    offset += size
-    if offset > len(framed):
+    if body + size > len(framed):
         raise ValueError("truncated span")
-    return offset
+    return body, body + size
 
 
 def count_framed_spans(framed: bytes) -> int:
@@ -538,7 +537,7 @@ def count_framed_spans(framed: bytes) -> int:
     offset = 0
     end = len(framed)
     while offset < end:
-        offset = _next_framed_span(framed, offset)
+        offset = _framed_span_at(framed, offset)[1]
         count += 1
     return count
 
@@ -551,14 +550,8 @@ def framed_spans_end(framed: bytes, start: int, n: int) -> int:
     for _ in range(n):
         if offset >= end:
             break
-        offset = _next_framed_span(framed, offset)
+        offset = _framed_span_at(framed, offset)[1]
     return offset
-
-
-def split_framed_spans(framed: bytes, n: int) -> tuple[bytes, bytes]:
-    """A `frame_spans` buffer cut after its first `n` spans: (those, the rest)."""
-    offset = framed_spans_end(framed, 0, n)
-    return framed[:offset], framed[offset:]
 
 
 def unframe_spans(framed: bytes) -> list[bytes]:
@@ -567,12 +560,8 @@ def unframe_spans(framed: bytes) -> list[bytes]:
     offset = 0
     end = len(framed)
     while offset < end:
-        stop = _next_framed_span(framed, offset)
-        head = offset + 2
-        while framed[head - 1] >= 0x80:  # past the length varint
-            head += 1
-        spans.append(framed[head:stop])
-        offset = stop
+        body, offset = _framed_span_at(framed, offset)
+        spans.append(framed[body:offset])
     return spans
 
 
