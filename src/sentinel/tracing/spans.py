@@ -67,23 +67,18 @@ def connection_attributes(
     return encode_attributes(attrs)
 
 
-_target_attributes: dict[tuple[str, str], bytes] = {}
-
-
-def _target_attrs(target: TargetState, upstream_id: str) -> bytes:
-    key = (upstream_id, target.key)
-    cached = _target_attributes.get(key)
+def _target_attrs(target: TargetState) -> bytes:
+    """The CLIENT-span attributes that are the same for every attempt on a target, encoded once per target."""
+    cached = target.span_attributes
     if cached is None:
-        cached = encode_attributes(
+        cached = target.span_attributes = encode_attributes(
             [
                 ("server.address", target.host),
                 ("server.port", target.port),
                 ("network.peer.address", target.host),
-                ("sentinel.upstream.id", upstream_id),
+                ("sentinel.upstream.id", target.upstream_id),
             ]
         )
-        if len(_target_attributes) < 4096:
-            _target_attributes[key] = cached
     return cached
 
 
@@ -140,9 +135,7 @@ def client_span(
         put_string_attribute(out, "error.type", error)
     elif status >= 400:
         put_string_attribute(out, "error.type", str(status))
-    route = ex.route
-    upstream_id = route.config.upstream if route is not None and route.config.upstream else ""
-    out.append(_target_attrs(target, upstream_id))
+    out.append(_target_attrs(target))
     return finish_span(
         out,
         StatusCode.ERROR if error or status >= 400 else StatusCode.UNSET,
