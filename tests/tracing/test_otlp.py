@@ -704,34 +704,46 @@ def test_random_spans_round_trip(
         assert raw == official_fixed(spec).SerializeToString()
 
 
-# --- the request path's span writer: span_parts, put_*_attribute, finish_span ---------------------------------
+# --- the request path's span pieces (as tracing/spans.py assembles them) ------------------------------------
 
 str_or_int = st.one_of(st.text(max_size=300), st.integers(INT64_MIN, INT64_MAX))
 
 
 @settings(max_examples=300, deadline=None)
-@given(spans(), st.lists(st.tuples(keys, str_or_int), max_size=12), attribute_lists)
-def test_span_writer_equals_official_serialization(
-    spec: dict[str, object], typed: list[tuple[str, str | int]], spliced: Attrs
+@given(spans(), st.lists(st.tuples(keys, str_or_int), max_size=12), attribute_lists, st.booleans())
+def test_span_pieces_join_into_the_official_serialization(
+    spec: dict[str, object], typed: list[tuple[str, str | int]], spliced: Attrs, head_and_payload: bool
 ) -> None:
-    # What server_span and client_span do: attributes one by one, then pre-encoded ones as bytes.
-    out = otlp.span_parts(
-        spec["trace_id"],  # type: ignore[arg-type]
-        spec["span_id"],  # type: ignore[arg-type]
-        spec["parent_span_id"],  # type: ignore[arg-type]
-        spec["name"],  # type: ignore[arg-type]
-        spec["kind"],  # type: ignore[arg-type]
-        spec["start_ns"],  # type: ignore[arg-type]
-        spec["end_ns"],  # type: ignore[arg-type]
-        spec["trace_state"],  # type: ignore[arg-type]
-    )
+    # What server_span and client_span do: fixed heads, then cached or computed pieces, joined once and
+    # framed as one ScopeSpans.spans field.
+    spec = {**spec, "start_ns": spec["start_ns"] or 1, "end_ns": spec["end_ns"] or 1}  # both set on the request path
+    parent = spec["parent_span_id"]
+    parts = [otlp.TRACE_ID_HEAD, spec["trace_id"], otlp.SPAN_ID_HEAD, spec["span_id"]]
+    parts.append(otlp.span_trace_state(spec["trace_state"]))  # type: ignore[arg-type]
+    if parent:
+        parts += [otlp.PARENT_SPAN_ID_HEAD, parent]
+    parts.append(otlp.span_name_and_kind(spec["name"], spec["kind"]))  # type: ignore[arg-type]
+    parts.append(otlp.span_times(spec["start_ns"], spec["end_ns"]))  # type: ignore[arg-type]
     for key, value in typed:
         if isinstance(value, str):
-            otlp.put_string_attribute(out, key, value)
+            if head_and_payload:
+                payload = value.encode("utf-8", "replace")
+                parts += [otlp.string_attribute_head(key, len(payload)), payload]
+            else:
+                parts.append(otlp.string_attribute(key, value))
         else:
-            otlp.put_int_attribute(out, key, value)
-    out.append(encode_attributes(spliced))
-    written = otlp.finish_span(out, spec["status_code"], spec["status_message"], spec["flags"])  # type: ignore[arg-type]
+            parts.append(otlp.int_attribute(key, value))
+    parts.append(encode_attributes(spliced))
+    parts.append(otlp.span_status_and_flags(spec["status_code"], spec["flags"], spec["status_message"]))  # type: ignore[arg-type]
+    body = b"".join(parts)  # type: ignore[arg-type]
     expected = {**spec, "attributes": [*typed, *spliced], "events": []}
-    assert written == official_fixed(expected).SerializeToString()
-    assert written == encode_fixed(expected)
+    assert body == official_fixed(expected).SerializeToString()
+    assert body == encode_fixed(expected)
+    framed = otlp.framed_span_head(len(body)) + body
+    assert framed == otlp.frame_spans([body])
+    assert otlp.unframe_spans(framed) == [body]
+
+
+def test_ids_and_times_size() -> None:
+    pieces = otlp.TRACE_ID_HEAD + bytes(16) + otlp.SPAN_ID_HEAD + bytes(8) + otlp.span_times(1, 2)
+    assert len(pieces) == otlp.IDS_AND_TIMES_SIZE

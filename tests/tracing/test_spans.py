@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
+from sentinel.tracing.otlp import unframe_spans
 from sentinel.tracing.spans import agent_call_span
+
+
+def _decode(framed: bytes) -> Span:
+    """The one span of a framed span (what the recorder takes)."""
+    (body,) = unframe_spans(framed)
+    return Span.FromString(body)
 
 
 def _ids() -> tuple[bytes, bytes]:
@@ -25,7 +32,7 @@ def test_agent_call_span() -> None:
         failure_mode="closed",
         audit={"tags": ["bearer", "expired"], "rule_ids": ["R1"]},
     )
-    span = Span.FromString(raw)
+    span = _decode(raw)
     assert span.name == "agent auth request_headers"
     assert span.kind == Span.SPAN_KIND_CLIENT
     assert span.trace_id == bytes(range(1, 17))
@@ -55,7 +62,7 @@ def test_failed_agent_call_is_an_error() -> None:
         outcome="timeout",
         failure_mode="open",
     )
-    span = Span.FromString(raw)
+    span = _decode(raw)
     attrs = {kv.key: kv.value.string_value for kv in span.attributes}
     assert attrs["error.type"] == "timeout"
     assert span.status.code == 2

@@ -37,7 +37,7 @@ from opentelemetry.trace.status import StatusCode as SdkStatusCode
 from sentinel.config import load_config_text
 from sentinel.config.model import TracingConfig
 from sentinel.tracing.export import SpanExporter
-from sentinel.tracing.otlp import AttrValue, SpanKind, StatusCode, encode_attributes, encode_span
+from sentinel.tracing.otlp import AttrValue, SpanKind, StatusCode, encode_attributes, encode_span, unframe_spans
 from sentinel.tracing.spans import agent_call_span
 from sentinel.tracing.zipkin import ZipkinEncoder, decode_span, tag_value
 from tests.support.otlp_receivers import HttpAnswer, ZipkinReceiver
@@ -304,7 +304,8 @@ def test_agent_call_span_from_the_span_builder() -> None:
         failure_mode="closed",
         audit={"tags": ["bearer", "expired"]},
     )
-    z = convert(raw)
+    (body,) = unframe_spans(raw)  # framed for the recorder
+    z = convert(body)
     assert (z["name"], z["kind"], z["parentId"]) == ("agent auth request_headers", "CLIENT", SERVER_ID.hex())
     assert "remoteEndpoint" not in z  # no peer attributes on agent calls
     assert z["tags"]["sentinel.agent.tags"] == '["bearer","expired"]'

@@ -12,7 +12,7 @@ import asyncio
 import collections
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, cast
 
 import httptools
@@ -59,6 +59,8 @@ class RouteRuntime:
     max_attempts: int
     trace: TracePolicy | None  # None when tracing is not configured
     span_attributes: bytes  # the SERVER-span attributes constant for this route, pre-encoded
+    # request method -> the SERVER span's name and kind fields, encoded on first use (tracing/spans.py)
+    span_names: dict[bytes, bytes] = field(default_factory=dict)
     metrics: RouteMetrics | None = None  # None when metrics are off
     upstream_metrics: UpstreamMetrics | None = None
     log_fields: str = ""  # this route's fields of an access-log line, pre-formatted

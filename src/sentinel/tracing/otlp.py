@@ -35,9 +35,13 @@ from typing import Final
 
 __all__ = [
     "EVENT_ATTRIBUTES",
+    "IDS_AND_TIMES_SIZE",
+    "PARENT_SPAN_ID_HEAD",
     "RESOURCE_ATTRIBUTES",
     "SCOPE_ATTRIBUTES",
     "SPAN_ATTRIBUTES",
+    "SPAN_ID_HEAD",
+    "TRACE_ID_HEAD",
     "AttrValue",
     "SpanKind",
     "StatusCode",
@@ -48,13 +52,17 @@ __all__ = [
     "encode_resource",
     "encode_scope",
     "encode_span",
-    "finish_span",
     "frame_spans",
+    "framed_span_head",
     "framed_spans_end",
+    "int_attribute",
     "iter_fields",
-    "put_int_attribute",
-    "put_string_attribute",
-    "span_parts",
+    "span_name_and_kind",
+    "span_status_and_flags",
+    "span_times",
+    "span_trace_state",
+    "string_attribute",
+    "string_attribute_head",
     "unframe_spans",
 ]
 
@@ -272,11 +280,14 @@ def _prefixes(tag: bytes) -> _Prefixes:
 
 
 def _prefix(tag: bytes, cache: _Prefixes, key: str, slot: int, any_value_head: bytes, payload_size: int) -> bytes:
-    """Build (and cache in `slot`) what precedes a payload of `payload_size` bytes in a KeyValue field."""
+    """Build (and cache in `slot`, when there is one) what precedes a payload of `payload_size` bytes in a
+    KeyValue field."""
     kf = _key_field(key)
     any_value_size = len(any_value_head) + payload_size
     value_head = _KV_VALUE + _varint(any_value_size) + any_value_head
     prefix = tag + _varint(len(kf) + len(value_head) + payload_size) + kf + value_head
+    if slot < 0:
+        return prefix
     slots = cache.get(key)
     if slots is None:
         if len(cache) >= _KEY_CACHE_MAX:
@@ -286,30 +297,33 @@ def _prefix(tag: bytes, cache: _Prefixes, key: str, slot: int, any_value_head: b
     return prefix
 
 
-def _put_str(out: list[bytes], tag: bytes, prefixes: _Prefixes, key: str, value: str) -> None:
-    """Append a `tag`-numbered KeyValue field with a string value to `out`."""
-    payload = _utf8(value)
-    n = len(payload)
+def _str_head(tag: bytes, prefixes: _Prefixes, key: str, n: int) -> bytes:
+    """What precedes a string value of `n` bytes in a `tag`-numbered KeyValue field."""
     if n < _STR_SLOTS:
         slots = prefixes.get(key)
-        prefix = None if slots is None else slots[n]
-        if prefix is None:
-            prefix = _prefix(tag, prefixes, key, n, _AV_STRING + _B[n], n)
-        out.append(prefix)
-        out.append(payload)
-    else:
-        _put_field(out, tag, key, _ld(_KV_VALUE, _ld(_AV_STRING, payload)))
+        if slots is not None:
+            prefix = slots[n]
+            if prefix is not None:
+                return prefix
+        return _prefix(tag, prefixes, key, n, _AV_STRING + _B[n], n)
+    return _prefix(tag, prefixes, key, -1, _AV_STRING + _varint(n), n)
 
 
-def _put_int(out: list[bytes], tag: bytes, prefixes: _Prefixes, key: str, value: int) -> None:
-    """Append a `tag`-numbered KeyValue field with an int64 value to `out`."""
+def _int_field(tag: bytes, prefixes: _Prefixes, key: str, value: int) -> bytes:
+    """A `tag`-numbered KeyValue field with an int64 value."""
     payload = _int64(value)
     slot = _INT_SLOT + len(payload)
     slots = prefixes.get(key)
     prefix = None if slots is None else slots[slot]
     if prefix is None:
         prefix = _prefix(tag, prefixes, key, slot, _AV_INT, len(payload))
-    out.append(prefix)
+    return prefix + payload
+
+
+def _put_str(out: list[bytes], tag: bytes, prefixes: _Prefixes, key: str, value: str) -> None:
+    """Append a `tag`-numbered KeyValue field with a string value to `out`."""
+    payload = _utf8(value)
+    out.append(_str_head(tag, prefixes, key, len(payload)))
     out.append(payload)
 
 
@@ -331,7 +345,7 @@ def _put_attributes(out: list[bytes], tag: bytes, prefixes: _Prefixes, attrs: It
         if type(value) is str:
             _put_str(out, tag, prefixes, key, value)
         elif type(value) is int:
-            _put_int(out, tag, prefixes, key, value)
+            out.append(_int_field(tag, prefixes, key, value))
         else:
             _put_field(out, tag, key, _value_field(value))
 
@@ -377,7 +391,28 @@ def encode_span(
     0 leaves the field out. `events` are `(time_ns, name, attributes)`. Ids are not checked here: the
     context module makes them. Characters that UTF-8 cannot encode (lone surrogates) become "?".
     """
-    out = span_parts(trace_id, span_id, parent_span_id, name, kind, start_ns, end_ns, trace_state)
+    out = [
+        _TRACE_ID_16 if len(trace_id) == 16 else _SPAN_TRACE_ID + _varint(len(trace_id)),
+        trace_id,
+        _SPAN_ID_8 if len(span_id) == 8 else _SPAN_SPAN_ID + _varint(len(span_id)),
+        span_id,
+    ]
+    if trace_state:
+        out.append(span_trace_state(trace_state))
+    if parent_span_id:
+        out.append(
+            _PARENT_SPAN_ID_8 if len(parent_span_id) == 8 else _SPAN_PARENT_SPAN_ID + _varint(len(parent_span_id))
+        )
+        out.append(parent_span_id)
+    out.append(span_name_and_kind(name, kind))
+    if start_ns and end_ns:
+        out.append(span_times(start_ns, end_ns))
+    elif start_ns:
+        out.append(_SPAN_START)
+        out.append(_pack_fixed64(start_ns))
+    elif end_ns:
+        out.append(_SPAN_END)
+        out.append(_pack_fixed64(end_ns))
     _put_attributes(out, _SPAN_ATTR_TAG, _SPAN_PREFIXES, attributes)
     for time_ns, event_name, event_attrs in events:
         event: list[bytes] = []
@@ -391,82 +426,77 @@ def encode_span(
         out.append(_SPAN_EVENTS)
         out.append(_varint(len(body)))
         out.append(body)
-    return finish_span(out, status_code, status_message, flags)
+    out.append(span_status_and_flags(status_code, flags, status_message))
+    return b"".join(out)
 
 
-# The request path's spans are written with the three functions below, without building a list of
-# attribute tuples (and `encode_span` is made of them): a Span is collected as a list of byte strings
-# and joined once, which copies each byte once (a growing bytearray reallocates as it goes).
+# The request path's spans (tracing/spans.py) are assembled from the pieces below, most of them cached per
+# method, status, route, connection or target, and joined once with the span's framing in front: a span
+# then costs a few lookups and one copy of its bytes. Fields stay in field-number order.
+
+# The id fields' tags and lengths: a 16-byte trace id, 8-byte span and parent span ids.
+TRACE_ID_HEAD: Final = _TRACE_ID_16
+SPAN_ID_HEAD: Final = _SPAN_ID_8
+PARENT_SPAN_ID_HEAD: Final = _PARENT_SPAN_ID_8
+# The bytes of the trace id and span id fields and of `span_times`, together.
+IDS_AND_TIMES_SIZE: Final = 2 + 16 + 2 + 8 + 18
 
 
-def span_parts(
-    trace_id: bytes,
-    span_id: bytes,
-    parent_span_id: bytes,
-    name: str,
-    kind: int,
-    start_ns: int,
-    end_ns: int,
-    trace_state: str = "",
-) -> list[bytes]:
-    """The fields of a Span message that come before its attributes, as a list to append attributes to
-    (`put_string_attribute`, `put_int_attribute`, or bytes from `encode_attributes`) and to close with
-    `finish_span`. Arguments as in `encode_span`."""
-    out = [
-        _TRACE_ID_16 if len(trace_id) == 16 else _SPAN_TRACE_ID + _varint(len(trace_id)),
-        trace_id,
-        _SPAN_ID_8 if len(span_id) == 8 else _SPAN_SPAN_ID + _varint(len(span_id)),
-        span_id,
-    ]
-    if trace_state:
-        out.append(_ld(_SPAN_TRACE_STATE, _utf8(trace_state)))
-    if parent_span_id:
-        out.append(
-            _PARENT_SPAN_ID_8 if len(parent_span_id) == 8 else _SPAN_PARENT_SPAN_ID + _varint(len(parent_span_id))
-        )
-        out.append(parent_span_id)
+def span_trace_state(trace_state: str) -> bytes:
+    """The `trace_state` field (it comes between the span id and the parent span id)."""
+    return _ld(_SPAN_TRACE_STATE, _utf8(trace_state)) if trace_state else b""
+
+
+def span_name_and_kind(name: str, kind: int) -> bytes:
+    """The `name` and `kind` fields (each left out when empty or 0, as the official serializer does)."""
+    out = b""
     if name:
         name_bytes = _utf8(name)
-        out.append(_SPAN_NAME)
-        out.append(_B[len(name_bytes)] if len(name_bytes) < 0x80 else _varint(len(name_bytes)))
-        out.append(name_bytes)
+        out = _SPAN_NAME + _varint(len(name_bytes)) + name_bytes
     if kind:
-        out.append(_KIND[kind] if 0 < kind < 0x80 else _SPAN_KIND + _varint(kind + _TWO_64 if kind < 0 else kind))
-    if start_ns and end_ns:
-        out.append(_pack_times(_SPAN_START_BYTE, start_ns, _SPAN_END_BYTE, end_ns))
-    elif start_ns:
-        out.append(_SPAN_START)
-        out.append(_pack_fixed64(start_ns))
-    elif end_ns:
-        out.append(_SPAN_END)
-        out.append(_pack_fixed64(end_ns))
+        out += _KIND[kind] if 0 < kind < 0x80 else _SPAN_KIND + _varint(kind + _TWO_64 if kind < 0 else kind)
     return out
 
 
-def put_string_attribute(out: list[bytes], key: str, value: str) -> None:
-    """Append a string attribute to a span begun with `span_parts`."""
-    _put_str(out, _SPAN_ATTR_TAG, _SPAN_PREFIXES, key, value)
+def span_times(start_ns: int, end_ns: int) -> bytes:
+    """The start and end time fields (both non-zero: 18 bytes)."""
+    return _pack_times(_SPAN_START_BYTE, start_ns, _SPAN_END_BYTE, end_ns)
 
 
-def put_int_attribute(out: list[bytes], key: str, value: int) -> None:
-    """Append an int64 attribute to a span begun with `span_parts`."""
-    _put_int(out, _SPAN_ATTR_TAG, _SPAN_PREFIXES, key, value)
+def string_attribute_head(key: str, size: int) -> bytes:
+    """What precedes a string value of `size` UTF-8 bytes in the span attribute `key`: the attribute is
+    this followed by the value's bytes."""
+    return _str_head(_SPAN_ATTR_TAG, _SPAN_PREFIXES, key, size)
 
 
-def finish_span(out: list[bytes], status_code: int = 0, status_message: str = "", flags: int = 0) -> bytes:
-    """Append the status and flags (arguments as in `encode_span`) to a span begun with `span_parts`, and
-    return its bytes."""
+def string_attribute(key: str, value: str) -> bytes:
+    """A span's string attribute."""
+    payload = _utf8(value)
+    return _str_head(_SPAN_ATTR_TAG, _SPAN_PREFIXES, key, len(payload)) + payload
+
+
+def int_attribute(key: str, value: int) -> bytes:
+    """A span's int64 attribute."""
+    return _int_field(_SPAN_ATTR_TAG, _SPAN_PREFIXES, key, value)
+
+
+def span_status_and_flags(status_code: int, flags: int, status_message: str = "") -> bytes:
+    """The `status` field (left out when its code and message are both unset) and the `flags` field (left
+    out when 0); arguments as in `encode_span`."""
+    out = b""
     if status_code or status_message:
         status = _ld(_STATUS_MESSAGE, _utf8(status_message)) if status_message else b""
         if status_code:
             status += _STATUS_CODE + _varint(status_code + _TWO_64 if status_code < 0 else status_code)
-        out.append(_SPAN_STATUS)
-        out.append(_varint(len(status)))
-        out.append(status)
+        out = _SPAN_STATUS + _varint(len(status)) + status
     if flags:
-        out.append(_SPAN_FLAGS)
-        out.append(_pack_fixed32(flags))
-    return b"".join(out)
+        out += _SPAN_FLAGS + _pack_fixed32(flags)
+    return out
+
+
+def framed_span_head(size: int) -> bytes:
+    """The tag and length that frame a span body of `size` bytes as one `ScopeSpans.spans` field."""
+    return _SPANS_FIELD_HEAD[size] if size < 0x80 else _SS_SPANS + _varint(size)
 
 
 def encode_resource(attributes: Iterable[tuple[str, AttrValue]]) -> bytes:
@@ -495,8 +525,7 @@ def frame_spans(spans: Iterable[bytes]) -> bytes:
     """
     parts: list[bytes] = []
     for span in spans:
-        n = len(span)
-        parts.append(_SPANS_FIELD_HEAD[n] if n < 0x80 else _SS_SPANS + _varint(n))
+        parts.append(framed_span_head(len(span)))
         parts.append(span)
     return b"".join(parts)
 

@@ -1,25 +1,34 @@
 """The SERVER and CLIENT spans of a proxied request (SPEC §6.4), with the stable HTTP semantic conventions.
 
-Built only for sampled requests, at the end of each upstream attempt and of the exchange, straight
-into OTLP bytes: attribute by attribute (`otlp.span_parts` ... `otlp.finish_span`), with what is the same
-for every request of a route, connection or target encoded once and appended as bytes.
+Built only for sampled requests, at the end of each upstream attempt and of the exchange, straight into
+OTLP bytes framed for the recorder (`otlp.framed_span_head`): what is the same for every request of a
+method, status, route, connection or target is encoded once and cached, so that a span is a handful of
+lookups and one join of its pieces (fields in field-number order, as `otlp.encode_span` writes them).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from sentinel.config.model import RouteConfig
 from sentinel.tracing.otlp import (
+    IDS_AND_TIMES_SIZE,
+    PARENT_SPAN_ID_HEAD,
+    SPAN_ID_HEAD,
+    TRACE_ID_HEAD,
     AttrValue,
     SpanKind,
     StatusCode,
     encode_attributes,
     encode_span,
-    finish_span,
-    put_int_attribute,
-    put_string_attribute,
-    span_parts,
+    framed_span_head,
+    int_attribute,
+    span_name_and_kind,
+    span_status_and_flags,
+    span_times,
+    span_trace_state,
+    string_attribute,
+    string_attribute_head,
 )
 
 if TYPE_CHECKING:
@@ -27,6 +36,73 @@ if TYPE_CHECKING:
     from sentinel.upstream.target import TargetState
 
 _PROTOCOL_VERSION = {True: "1.0", False: "1.1"}
+
+# Span.flags: W3C flags in the low byte; 0x100 says whether the parent is remote is known, 0x200 that it is.
+_SAMPLED: Final = 0x01
+_HAS_IS_REMOTE: Final = 0x100
+_IS_REMOTE: Final = 0x200
+_RANDOM: Final = 0x02
+_PARENT_FIELD_SIZE: Final = 10  # PARENT_SPAN_ID_HEAD and an 8-byte id
+
+# Caches keyed by what a request brings (its method, the upstream's status): llhttp accepts a fixed set of
+# methods and statuses have three digits, so they stay small; the bound is there all the same.
+_CACHE_MAX: Final = 1024
+
+
+def _cached(cache: dict[bytes, bytes] | dict[int, bytes], key: bytes | int, value: bytes) -> bytes:
+    if len(cache) < _CACHE_MAX:
+        cache[key] = value  # type: ignore[index]
+    return value
+
+
+# request method -> the CLIENT span's name and kind fields
+_CLIENT_NAMES: dict[bytes, bytes] = {}
+# request method -> its `http.request.method` attribute
+_METHOD_ATTRIBUTES: dict[bytes, bytes] = {}
+# (unrouted requests) method -> the SERVER span's name and kind fields
+_UNROUTED_NAMES: dict[bytes, bytes] = {}
+# response status -> its `http.response.status_code` attribute
+_STATUS_ATTRIBUTES: dict[int, bytes] = {0: b""}
+# upstream status -> what ends a CLIENT span without a transport error: the status attribute, `error.type`
+# for a 4xx or 5xx, the span status and the flags
+_CLIENT_ENDS: dict[int, bytes] = {}
+_CLIENT_FLAGS: Final = _HAS_IS_REMOTE | _SAMPLED  # the parent, our SERVER span, is local
+_CLIENT_ERROR_END: Final = span_status_and_flags(StatusCode.ERROR, _CLIENT_FLAGS)
+# The SERVER span's status and flags, by failed << 2 | remote parent << 1 | random trace id flag.
+_SERVER_ENDS: Final = tuple(
+    span_status_and_flags(
+        StatusCode.ERROR if i & 4 else StatusCode.UNSET,
+        _HAS_IS_REMOTE | _SAMPLED | (_IS_REMOTE if i & 2 else 0) | (_RANDOM if i & 1 else 0),
+    )
+    for i in range(8)
+)
+
+
+def _method_attribute(method: bytes) -> bytes:
+    attribute = _METHOD_ATTRIBUTES.get(method)
+    if attribute is None:
+        attribute = _cached(
+            _METHOD_ATTRIBUTES, method, string_attribute("http.request.method", method.decode("latin-1"))
+        )
+    return attribute
+
+
+def _status_attribute(status: int) -> bytes:
+    attribute = _STATUS_ATTRIBUTES.get(status)
+    if attribute is None:
+        attribute = _cached(_STATUS_ATTRIBUTES, status, int_attribute("http.response.status_code", status))
+    return attribute
+
+
+def _client_end(status: int) -> bytes:
+    end = _CLIENT_ENDS.get(status)
+    if end is None:
+        if status >= 400:
+            end = string_attribute("error.type", str(status)) + _CLIENT_ERROR_END
+        else:
+            end = span_status_and_flags(StatusCode.UNSET, _CLIENT_FLAGS)
+        end = _cached(_CLIENT_ENDS, status, _status_attribute(status) + end)
+    return end
 
 
 def route_attributes(route: RouteConfig, template: str | None) -> bytes:
@@ -67,91 +143,169 @@ def connection_attributes(
     return encode_attributes(attrs)
 
 
-def _target_attrs(target: TargetState) -> bytes:
-    """The CLIENT-span attributes that are the same for every attempt on a target, encoded once per target."""
-    cached = target.span_attributes
+def _target_fields(target: TargetState) -> tuple[bytes, bytes]:
+    """What the CLIENT spans of a target share: the start of `url.full` and the attributes that name the
+    target. Encoded once per target."""
+    cached = target.span_fields
     if cached is None:
-        cached = target.span_attributes = encode_attributes(
-            [
-                ("server.address", target.host),
-                ("server.port", target.port),
-                ("network.peer.address", target.host),
-                ("sentinel.upstream.id", target.upstream_id),
-            ]
+        cached = target.span_fields = (
+            f"http://{target.key}".encode(),
+            encode_attributes(
+                [
+                    ("server.address", target.host),
+                    ("server.port", target.port),
+                    ("network.peer.address", target.host),
+                    ("sentinel.upstream.id", target.upstream_id),
+                ]
+            ),
         )
     return cached
 
 
 def server_span(ex: Exchange, end_ns: int) -> bytes:
+    """The request's SERVER span, framed."""
     proto = ex.proto
-    ctx = proto.ctx
     route = ex.route
-    method = ex.method.decode("latin-1")
-    template = route.template if route is not None else None
-    parent = ex.parent
-    out = span_parts(
-        ex.trace_id,
-        ex.span_id,
-        parent.span_id if parent is not None else b"",
-        f"{method} {template}" if template is not None else method,
-        SpanKind.SERVER,
-        ex.start_ns,
-        end_ns,
-        (parent.tracestate or "") if parent is not None else "",
-    )
-    put_string_attribute(out, "http.request.method", method)
-    put_string_attribute(out, "url.path", ex.path)
-    if ex.query and ctx.tracing is not None and ctx.tracing.record_query:
-        put_string_attribute(out, "url.query", ex.query)
-    if ex.status:
-        put_int_attribute(out, "http.response.status_code", ex.status)
-    put_int_attribute(out, "http.request.body.size", ex.request_body_bytes)
-    put_int_attribute(out, "http.response.body.size", ex.response_bytes)
-    error = ex.error_type()
-    if error:
-        put_string_attribute(out, "error.type", error)
-    put_string_attribute(out, "sentinel.correlation_id", ex.correlation_id)
-    h = ex.h
-    out.append(proto.span_attributes(ex.http10, h.get(b"host"), h.get(b"user-agent")))
+    method = ex.method
     if route is not None:
-        out.append(route.span_attributes)
-    failed = ex.status >= 500 or ex.status == 0
-    return finish_span(out, StatusCode.ERROR if failed else StatusCode.UNSET, flags=_remote_parent_flags(ex))
+        name = route.span_names.get(method)
+        if name is None:
+            text = method.decode("latin-1")
+            template = route.template
+            name = _cached(
+                route.span_names,
+                method,
+                span_name_and_kind(f"{text} {template}" if template is not None else text, SpanKind.SERVER),
+            )
+        route_attrs = route.span_attributes
+    else:
+        name = _UNROUTED_NAMES.get(method)
+        if name is None:
+            name = _cached(_UNROUTED_NAMES, method, span_name_and_kind(method.decode("latin-1"), SpanKind.SERVER))
+        route_attrs = b""
+    parent = ex.parent
+    if parent is None:
+        parent_fields = b""
+    else:
+        parent_fields = PARENT_SPAN_ID_HEAD + parent.span_id
+        if parent.tracestate:
+            parent_fields = span_trace_state(parent.tracestate) + parent_fields
+    path = ex.path.encode()  # decoded as latin-1: no lone surrogates
+    path_head = string_attribute_head("url.path", len(path))
+    tracing = proto.ctx.tracing
+    query = (
+        string_attribute("url.query", ex.query) if ex.query and tracing is not None and tracing.record_query else b""
+    )
+    status = ex.status
+    sizes = int_attribute("http.request.body.size", ex.request_body_bytes) + int_attribute(
+        "http.response.body.size", ex.response_bytes
+    )
+    error = ex.error_type()
+    error_attr = string_attribute("error.type", error) if error else b""
+    correlation_id = ex.correlation_id.encode()
+    correlation_head = string_attribute_head("sentinel.correlation_id", len(correlation_id))
+    h = ex.h
+    connection_attrs = proto.span_attributes(ex.http10, h.get(b"host"), h.get(b"user-agent"))
+    method_attr = _method_attribute(method)
+    status_attr = _status_attribute(status)
+    end = _SERVER_ENDS[
+        (4 if status >= 500 or status == 0 else 0)
+        | (0 if parent is None else 2)
+        | (1 if ex.trace_flags & _RANDOM else 0)
+    ]
+    size = (
+        IDS_AND_TIMES_SIZE
+        + len(parent_fields)
+        + len(name)
+        + len(method_attr)
+        + len(path_head)
+        + len(path)
+        + len(query)
+        + len(status_attr)
+        + len(sizes)
+        + len(error_attr)
+        + len(correlation_head)
+        + len(correlation_id)
+        + len(connection_attrs)
+        + len(route_attrs)
+        + len(end)
+    )
+    return b"".join(
+        (
+            framed_span_head(size),
+            TRACE_ID_HEAD,
+            ex.trace_id,
+            SPAN_ID_HEAD,
+            ex.span_id,
+            parent_fields,
+            name,
+            span_times(ex.start_ns, end_ns),
+            method_attr,
+            path_head,
+            path,
+            query,
+            status_attr,
+            sizes,
+            error_attr,
+            correlation_head,
+            correlation_id,
+            connection_attrs,
+            route_attrs,
+            end,
+        )
+    )
 
 
 def client_span(
     ex: Exchange, target: TargetState, span_id: bytes, start_ns: int, end_ns: int, status: int, error: str
 ) -> bytes:
-    method = ex.method.decode("latin-1")
-    out = span_parts(ex.trace_id, span_id, ex.span_id, method, SpanKind.CLIENT, start_ns, end_ns)
-    put_string_attribute(out, "http.request.method", method)
-    put_string_attribute(out, "url.full", f"http://{target.key}{ex.path}")
-    if status:
-        put_int_attribute(out, "http.response.status_code", status)
+    """The CLIENT span of one upstream attempt, framed: named by the traceparent it sent (`span_id`),
+    child of the SERVER span."""
+    method = ex.method
+    name = _CLIENT_NAMES.get(method)
+    if name is None:
+        name = _cached(_CLIENT_NAMES, method, span_name_and_kind(method.decode("latin-1"), SpanKind.CLIENT))
+    method_attr = _method_attribute(method)
+    url_start, target_attrs = _target_fields(target)
+    path = ex.path.encode()
+    url_size = len(url_start) + len(path)
+    url_head = string_attribute_head("url.full", url_size)
+    if error:
+        end = _status_attribute(status) + string_attribute("error.type", error) + _CLIENT_ERROR_END
+    else:
+        end = _client_end(status)
     resend = ex.attempts - 1
     if resend > 0:
-        put_int_attribute(out, "http.request.resend_count", resend)
-    if error:
-        put_string_attribute(out, "error.type", error)
-    elif status >= 400:
-        put_string_attribute(out, "error.type", str(status))
-    out.append(_target_attrs(target))
-    return finish_span(
-        out,
-        StatusCode.ERROR if error or status >= 400 else StatusCode.UNSET,
-        # has-is-remote known, parent (our SERVER span) is local
-        flags=0x100 | _SAMPLED_FLAGS,
+        end = int_attribute("http.request.resend_count", resend) + end
+    size = (
+        IDS_AND_TIMES_SIZE
+        + _PARENT_FIELD_SIZE
+        + len(name)
+        + len(method_attr)
+        + len(url_head)
+        + url_size
+        + len(target_attrs)
+        + len(end)
     )
-
-
-_SAMPLED_FLAGS = 0x01
-
-
-def _remote_parent_flags(ex: Exchange) -> int:
-    # Span.flags: W3C flags in the low byte; 0x100 says whether the parent is remote is known, 0x200 that it is.
-    if ex.parent is None:
-        return 0x100 | _SAMPLED_FLAGS | (ex.trace_flags & 0x02)
-    return 0x300 | _SAMPLED_FLAGS | (ex.trace_flags & 0x02)
+    return b"".join(
+        (
+            framed_span_head(size),
+            TRACE_ID_HEAD,
+            ex.trace_id,
+            SPAN_ID_HEAD,
+            span_id,
+            PARENT_SPAN_ID_HEAD,
+            ex.span_id,
+            name,
+            span_times(start_ns, end_ns),
+            method_attr,
+            url_head,
+            url_start,
+            path,
+            target_attrs,
+            end,
+        )
+    )
 
 
 def agent_call_span(
@@ -173,7 +327,8 @@ def agent_call_span(
 
     `span_id` is the id already sent to the agent in `metadata.traceparent`, so the agent's own spans
     are this span's children. `outcome` is ok / timeout / error / circuit_open; anything but ok is an
-    error. `audit` carries the agent's tags and rule ids as string-array attributes.
+    error. `audit` carries the agent's tags and rule ids as string-array attributes. Framed, as the
+    recorder takes spans.
     """
     attrs: list[tuple[str, AttrValue]] = [
         ("sentinel.agent.id", agent_id),
@@ -187,7 +342,7 @@ def agent_call_span(
     for key, values in (audit or {}).items():
         if values:
             attrs.append((f"sentinel.agent.{key}", list(values)))
-    return encode_span(
+    body = encode_span(
         trace_id,
         span_id,
         parent_span_id,
@@ -197,5 +352,6 @@ def agent_call_span(
         end_ns,
         attrs,
         status_code=StatusCode.ERROR if outcome != "ok" else StatusCode.UNSET,
-        flags=0x100 | _SAMPLED_FLAGS,
+        flags=_HAS_IS_REMOTE | _SAMPLED,
     )
+    return framed_span_head(len(body)) + body

@@ -23,7 +23,7 @@ class TargetState:
         "key",
         "passive_down_until",
         "port",
-        "span_attributes",
+        "span_fields",
         "upstream_id",
         "weight",
     )
@@ -40,8 +40,9 @@ class TargetState:
         self.active_healthy = True  # set by the supervisor's active health checks
         self.consecutive_failures = 0
         self.passive_down_until = 0.0
-        # The CLIENT-span attributes of this target, encoded once by the tracing code when first needed.
-        self.span_attributes: bytes | None = None
+        # What the CLIENT spans of this target share (the start of url.full, the attributes naming the
+        # target), encoded once by the tracing code when first needed.
+        self.span_fields: tuple[bytes, bytes] | None = None
 
     def healthy(self, now: float) -> bool:
         return self.active_healthy and self.passive_down_until <= now
