@@ -467,6 +467,45 @@ def test_new_ids_are_never_all_zero(monkeypatch: pytest.MonkeyPatch) -> None:
     assert new_span_id() == bytes(7) + b"\x05"
 
 
+def test_request_ids_come_in_records_with_their_hex() -> None:
+    ids = context.RequestIds(records=4)
+    records = []
+    for _ in range(10):  # past two refills
+        at = ids.take()
+        raw, text = ids.raw, ids.hex
+        record = raw[at : at + context.RECORD_SIZE]
+        assert len(record) == context.RECORD_SIZE
+        assert text[2 * at : 2 * at + 2 * context.RECORD_SIZE] == record.hex().encode()
+        records.append(record)
+    assert len(set(records)) == 10
+    trace_id, server, client = records[0][:16], records[0][16:24], records[0][24:]
+    assert all(part.strip(b"\0") for part in (trace_id, server, client))  # none all zero
+
+
+def test_a_draw_with_eight_zero_bytes_in_a_row_is_thrown_away() -> None:
+    draws = iter([bytes(40) + b"\x01" * 24, b"\x01" * 31 + bytes(8) + b"\x01" * 25, b"\x07" * 64])
+    ids = context.RequestIds(records=2, draw=lambda n: next(draws)[:n])
+    ids.take()
+    assert ids.raw == b"\x07" * 64
+
+
+def test_forgetting_a_draw_makes_the_next_request_draw_again() -> None:
+    draws = iter([b"\x01" * 64, b"\x02" * 64])
+    ids = context.RequestIds(records=2, draw=lambda n: next(draws)[:n])
+    assert ids.take() == 0
+    ids.forget()  # what a forked child does
+    assert ids.take() == 0
+    assert ids.raw == b"\x02" * 64
+
+
+def test_traceparent_from_hex_equals_traceparent_value() -> None:
+    trace_id, span_id = new_trace_id(), new_span_id()
+    for flags in (0, 1, 2, 3, 0xFF):
+        value = context.traceparent_value(trace_id, span_id, flags)
+        assert value == context.traceparent_from_hex(trace_id.hex().encode(), span_id.hex().encode(), flags)
+        assert value == f"00-{trace_id.hex()}-{span_id.hex()}-{flags:02x}".encode()
+
+
 # ── sampling ──────────────────────────────────────────────────────────────────────────────────────
 
 # Produced with the OpenTelemetry Python SDK 1.45.2 (opentelemetry-sdk, in a scratch venv, not a

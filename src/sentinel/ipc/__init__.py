@@ -19,8 +19,13 @@ _HEADER = struct.Struct(">IB")
 MAX_FRAME = 64 * 1024 * 1024
 
 
+def frame_header(kind: int, payload_size: int) -> bytes:
+    """What precedes a payload of `payload_size` bytes in a frame of type `kind`."""
+    return _HEADER.pack(payload_size + 1, kind)
+
+
 def encode(kind: int, payload: bytes) -> bytes:
-    return _HEADER.pack(len(payload) + 1, kind) + payload
+    return frame_header(kind, len(payload)) + payload
 
 
 def encode_control(message: dict[str, Any]) -> bytes:

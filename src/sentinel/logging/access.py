@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Final
 from sentinel.config.model import AccessLogConfig, AccessLogFormat, RouteConfig
 from sentinel.ipc import ACCESS
 from sentinel.ipc.batch import FrameBatcher
-from sentinel.logging.app import rfc3339_ms
 
 if TYPE_CHECKING:
     from sentinel.proxy.exchange import Exchange
@@ -61,7 +60,8 @@ def millis(ns: int) -> str:
     (but for exact halves), without the format spec, which makes mypyc build the whole line with
     `str.format` (about 1 µs a line). A negative duration (the wall clock stepped back) is logged as 0."""
     us = (ns + 500) // 1000 if ns > 0 else 0
-    return f"{us // 1000}.{_THREE_DIGITS[us % 1000]}"
+    whole = str(us // 1000)
+    return f"{whole}.{_THREE_DIGITS[us % 1000]}"
 
 
 def route_fields(route: RouteConfig) -> str:
@@ -70,13 +70,16 @@ def route_fields(route: RouteConfig) -> str:
 
 
 class _TimeCache:
-    """A formatted timestamp and the time unit (second or millisecond) it was made for."""
+    """A formatted timestamp and the time unit (second or millisecond) it was made for; for the
+    millisecond one, also the text of its second."""
 
-    __slots__ = ("text", "unit")
+    __slots__ = ("second", "second_text", "text", "unit")
 
     def __init__(self) -> None:
         self.unit = -1
         self.text = ""
+        self.second = -1
+        self.second_text = ""
 
 
 class AccessLog:
@@ -85,7 +88,7 @@ class AccessLog:
     def __init__(
         self,
         config: AccessLogConfig,
-        send: Callable[[bytes], None],
+        send: Callable[[list[bytes]], None],
         send_buffer_size: Callable[[], int],
         rng: Callable[[], float] = random.random,
     ) -> None:
@@ -112,7 +115,11 @@ class AccessLog:
         cache = self._iso
         if cache.unit != ms:
             cache.unit = ms
-            cache.text = rfc3339_ms(ms)
+            second = ms // 1000
+            if cache.second != second:
+                cache.second = second
+                cache.second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            cache.text = f"{cache.second_text}.{_THREE_DIGITS[ms % 1000]}Z"  # as logging.app.rfc3339_ms
         return cache.text
 
     def _json_line(self, ex: Exchange, end_ns: int) -> str:
@@ -135,21 +142,20 @@ class AccessLog:
             path_j, query_j, cid_j = json.dumps(path), json.dumps(query), json.dumps(cid)
         route = ex.route
         tried = ex.tried
-        ids = (
-            f'"trace_id":"{ex.trace_id.hex()}","span_id":"{ex.span_id.hex()}",'
-            if self.with_trace and ex.trace_id
-            else ""
-        )
+        ids = f'"trace_id":"{ex.trace_hex}","span_id":"{ex.span_id.hex()}",' if self.with_trace and ex.trace_id else ""
+        # Numbers as str() first: in an f-string, mypyc formats an int with the generic format() call, and
+        # a conversion flag (`!s`) makes it build the whole line with str.format.
+        status, body_bytes, attempts = str(ex.status), str(ex.response_bytes), str(ex.attempts)
         return (
             f'{{"timestamp":"{self._timestamp(ex.start_ns)}",{ids}"correlation_id":{cid_j},'
             f'"method":"{ex.method.decode("latin-1")}","path":{path_j}{f",{_QUERY}{query_j}" if query else ""},'
-            f'"protocol":"{"HTTP/1.0" if ex.http10 else "HTTP/1.1"}","status":{ex.status},'
-            f'"body_bytes":{ex.response_bytes},"duration_ms":{millis(end_ns - ex.start_ns)},'
+            f'"protocol":"{"HTTP/1.0" if ex.http10 else "HTTP/1.1"}","status":{status},'
+            f'"body_bytes":{body_bytes},"duration_ms":{millis(end_ns - ex.start_ns)},'
             f'"client_ip":"{proto.client_ip}","user_agent":{proto.log_ua},'
             f'"referer":{_opt_bytes(referer) if referer is not None else "null"},"host":{proto.log_host},'
             f"{route.log_fields if route is not None else _UNROUTED_FIELDS}"
             f'"upstream_addr":{self._target_field(tried[-1].key) if tried else "null"},'
-            f'"upstream_attempts":{ex.attempts},"sampled":{"true" if ex.sampled else "false"}}}\n'
+            f'"upstream_attempts":{attempts},"sampled":{"true" if ex.sampled else "false"}}}\n'
         )
 
     def _target_field(self, key: str) -> str:
@@ -167,7 +173,7 @@ class AccessLog:
             cache.unit = second
             cache.text = f"{t.tm_mday:02d}/{_MONTHS[t.tm_mon - 1]}/{t.tm_year}:{time.strftime('%H:%M:%S', t)} +0000"
         target = ex.path + ("?" + ex.query if ex.query else "")
-        trace = f" {ex.trace_id.hex()}" if self.with_trace and ex.trace_id else ""
+        trace = f" {ex.trace_hex}" if self.with_trace and ex.trace_id else ""
         return (
             f'{ex.proto.client_ip} - - [{cache.text}] "{_clf(ex.method.decode("latin-1"))} {_clf(target)} '
             f'{"HTTP/1.0" if ex.http10 else "HTTP/1.1"}" {ex.status} {ex.response_bytes} '
@@ -176,8 +182,8 @@ class AccessLog:
         )
 
 
-def _pack_lines(lines: list[str]) -> bytes:
-    return "".join(lines).encode("utf-8", "replace")
+def _pack_lines(lines: list[str]) -> list[bytes]:
+    return ["".join(lines).encode("utf-8", "replace")]
 
 
 def _clf(text: str) -> str:

@@ -12,6 +12,7 @@ import functools
 import logging
 import os
 import time
+from binascii import hexlify
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
@@ -42,11 +43,12 @@ from sentinel.proxy.router import RequestView
 from sentinel.tracing.context import (
     FLAG_RANDOM,
     FLAG_SAMPLED,
+    REQUEST_IDS,
     SpanContext,
     extract,
-    new_request_ids,
     new_span_id,
     new_trace_id,
+    traceparent_from_hex,
     traceparent_value,
 )
 from sentinel.tracing.correlation import INCOMING_HEADERS, is_valid_incoming
@@ -136,8 +138,10 @@ class Exchange:
     trace_id = b""
     trace_flags = 0  # FLAG_RANDOM as received, or set for generated ids; sampled bit apart
     parent: SpanContext | None = None
+    _trace_hex = b""  # trace_id as hex text, when known (see trace_hex_bytes)
     span_id = b""  # the SERVER span of this request
     client_span_id = b""  # the CLIENT span of the current upstream attempt
+    client_span_hex = b""  # and its hex text
     sampled = False
     # Agents (SPEC §5): the round out now, header ops for both directions, and a response held back
     # while response agents decide (its head, the phases left, the raw body, whether it ended).
@@ -555,16 +559,32 @@ class Exchange:
                 if parent is not None:
                     break
         self.parent = parent
+        ids = REQUEST_IDS
+        at = ids.take()
+        raw = ids.raw
+        text = ids.hex
         if parent is not None:
             self.trace_id = parent.trace_id
             self.trace_flags = parent.flags & FLAG_RANDOM
-            ids = new_request_ids(False)
         else:
-            ids = new_request_ids(True)
-            self.trace_id = ids[:16]
+            self.trace_id = raw[at : at + 16]
+            self._trace_hex = text[2 * at : 2 * at + 32]
             self.trace_flags = FLAG_RANDOM  # all 128 bits of our ids are random
-        self.span_id = ids[-16:-8]
-        self.client_span_id = ids[-8:]  # the first upstream attempt's
+        self.span_id = raw[at + 16 : at + 24]
+        self.client_span_id = raw[at + 24 : at + 32]  # the first upstream attempt's
+        self.client_span_hex = text[2 * at + 48 : 2 * at + 64]
+
+    def trace_hex_bytes(self) -> bytes:
+        """The trace id as hex text, ASCII-encoded (b"" without one)."""
+        text = self._trace_hex
+        if not text and self.trace_id:
+            text = self._trace_hex = hexlify(self.trace_id)
+        return text
+
+    @property
+    def trace_hex(self) -> str:
+        """The trace id as hex text ("" without one)."""
+        return self.trace_hex_bytes().decode()
 
     def _correlation_id(self) -> str:
         """The first valid incoming id (SPEC §6.1), or a new one."""
@@ -595,6 +615,7 @@ class Exchange:
         self.attempts += 1
         if self.trace_id and self.attempts > 1:
             self.client_span_id = new_span_id()  # a retry: its own CLIENT span
+            self.client_span_hex = hexlify(self.client_span_id)
         if self.sampled or route.upstream_metrics is not None:
             self.attempt_start_ns = time.time_ns()
         pool = cluster.pools[target.key]
@@ -665,7 +686,7 @@ class Exchange:
         """The trace context sent upstream: named after this attempt's CLIENT span, so the upstream's spans
         become its children; the sampled bit is the real decision."""
         flags = self.trace_flags | (FLAG_SAMPLED if self.sampled else 0)
-        out = [(b"traceparent", traceparent_value(self.trace_id, self.client_span_id, flags))]
+        out = [(b"traceparent", traceparent_from_hex(self.trace_hex_bytes(), self.client_span_hex, flags))]
         parent = self.parent
         if parent is not None and parent.tracestate:
             out.append((b"tracestate", parent.tracestate.encode()))
@@ -964,7 +985,7 @@ class Exchange:
             self.correlation_id = ctx.new_id()
         if self.route is None and self.trace_id and ctx.unrouted_trace is not None:
             self.sampled = ctx.unrouted_trace.sampled(self.parent, self.trace_id)
-        trace_id = self.trace_id.hex() if self.trace_id else os.urandom(16).hex()
+        trace_id = self.trace_hex or os.urandom(16).hex()
         body = error_body(status, message, trace_id, self.correlation_id)
         self.send_simple(status, ERROR_JSON, body, b"x-correlation-id: %s\r\n" % self.correlation_id.encode())
 
@@ -1003,7 +1024,7 @@ class Exchange:
         if self.agent_round is not None:
             self.agent_round.cancel()
             self.agent_round = None
-        if self.proto.ctx.observed:
+        if self.sampled or self.proto.ctx.observed:
             self._observe()
         if self.timer is not None:
             self.timer.cancel()
@@ -1028,7 +1049,7 @@ class Exchange:
                 self.method,
                 self.status,
                 (end_ns - self.start_ns) / 1e9,
-                self.trace_id.hex() if self.sampled else None,
+                self.trace_hex if self.sampled else None,
                 end_ns / 1e9,
             )
         access_log = ctx.access_log

@@ -133,8 +133,9 @@ class ListenerContext:
         self.recorder = recorder
         self.metrics = metrics
         self.access_log = access_log
-        # Whether a finished request has anything to report (span, metrics, access log, log agents).
-        self.observed = recorder is not None or metrics is not None or access_log is not None or agents is not None
+        # Whether every finished request has something to report (metrics, access log, log agents); a
+        # sampled one also has its spans.
+        self.observed = metrics is not None or access_log is not None or agents is not None
         self.budget = budget or ConnectionBudget(config.system.max_connections)
         self.listener = listener
         self.router = Router(config, listener)

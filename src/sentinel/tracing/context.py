@@ -10,10 +10,11 @@ future version) and `tracestate` use patterns compiled at import.
 from __future__ import annotations
 
 import binascii
+import os
 import random
 import re
 from binascii import hexlify, unhexlify
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -89,9 +90,14 @@ class SpanContext:
 
 
 def traceparent_value(trace_id: bytes, span_id: bytes, flags: int) -> bytes:
-    """`00-<trace>-<span>-<flags>` (also the format of `traceresponse`). Only `%s` conversions: compiled,
-    that is a concatenation, where `%02x` would make it the generic, interpreted-speed `%`."""
-    return b"00-%s-%s-%s" % (hexlify(trace_id), hexlify(span_id), _FLAGS_TEXT[flags & 0xFF])
+    """`00-<trace>-<span>-<flags>` (also the format of `traceresponse`)."""
+    return traceparent_from_hex(hexlify(trace_id), hexlify(span_id), flags)
+
+
+def traceparent_from_hex(trace_hex: bytes, span_hex: bytes, flags: int) -> bytes:
+    """`traceparent_value` from the ids' hex text. Only `%s` conversions: compiled, that is a
+    concatenation, where `%02x` would make it the generic, interpreted-speed `%`."""
+    return b"00-%s-%s-%s" % (trace_hex, span_hex, _FLAGS_TEXT[flags & 0xFF])
 
 
 def _span_context(trace_id: bytes, span_id: bytes, flags: int, tracestate: str | None) -> SpanContext:
@@ -204,19 +210,56 @@ def new_trace_id() -> bytes:
 
 
 _ZERO_8: Final = bytes(8)
-_ZERO_16: Final = bytes(16)
+RECORD_SIZE: Final = 32  # bytes of ids per request (RequestIds)
 
 
-def new_request_ids(with_trace_id: bool) -> bytes:
-    """One draw for a request's ids: a trace id (16 bytes, when `with_trace_id`), then its SERVER span id
-    and its first CLIENT span id (8 bytes each); none all zero. One PRNG call instead of three."""
-    size = 32 if with_trace_id else 16
-    while True:
-        ids = _getrandbits(size * 8).to_bytes(size, "big")
-        if with_trace_id and ids[:16] == _ZERO_16:
-            continue
-        if ids[-16:-8] != _ZERO_8 and ids[-8:] != _ZERO_8:
-            return ids
+class RequestIds:
+    """The ids of requests that start a trace, drawn from the OS's CSPRNG in bulk.
+
+    Each request takes one 32-byte record: its trace id (16 bytes), its SERVER span id and its first
+    CLIENT span id (8 bytes each). The hex text of the whole draw is made once as well, so that the
+    `traceparent` sent upstream and the access log's ids are slices too: per request, this costs a few
+    slices instead of a PRNG call, an int-to-bytes conversion and two hex conversions.
+
+    A draw holding eight zero bytes in a row anywhere is thrown away whole, so no id is ever all zero.
+    """
+
+    __slots__ = ("_draw", "_size", "hex", "offset", "raw")
+
+    def __init__(self, records: int = 1024, draw: Callable[[int], bytes] = os.urandom) -> None:
+        self._draw = draw
+        self.raw = b""
+        self.hex = b""  # raw as hex text (ASCII): the record at offset o in raw is at 2 * o here
+        self.offset = 0
+        self._size = records * RECORD_SIZE
+
+    def take(self) -> int:
+        """The offset in `raw` of an unused record (`raw` and `hex` are replaced when used up)."""
+        offset = self.offset
+        if offset >= len(self.raw):
+            self._refill()
+            offset = 0
+        self.offset = offset + RECORD_SIZE
+        return offset
+
+    def _refill(self) -> None:
+        while True:
+            raw = self._draw(self._size)
+            if _ZERO_8 not in raw:
+                break
+        self.raw = raw
+        self.hex = hexlify(raw)
+        self.offset = 0
+
+    def forget(self) -> None:
+        """Drop what is left of the draw (in a forked child, which must not reuse its parent's ids)."""
+        self.raw = b""
+        self.hex = b""
+        self.offset = 0
+
+
+REQUEST_IDS: Final = RequestIds()
+os.register_at_fork(after_in_child=REQUEST_IDS.forget)
 
 
 def new_span_id() -> bytes:

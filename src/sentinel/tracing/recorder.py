@@ -20,8 +20,9 @@ from sentinel.ipc.batch import FrameBatcher
 BATCH: Final = 256
 
 
-def _join(spans: list[bytes]) -> bytes:
-    return b"".join(spans)
+def _as_parts(spans: list[bytes]) -> list[bytes]:
+    # Framed spans one after the other are the frame's payload as they are.
+    return spans
 
 
 class SpanRecorder(FrameBatcher[bytes]):
@@ -29,8 +30,8 @@ class SpanRecorder(FrameBatcher[bytes]):
 
     __slots__ = ()
 
-    def __init__(self, send: Callable[[bytes], None], send_buffer_size: Callable[[], int]) -> None:
-        super().__init__(SPANS, _join, send, send_buffer_size, max_items=BATCH)
+    def __init__(self, send: Callable[[list[bytes]], None], send_buffer_size: Callable[[], int]) -> None:
+        super().__init__(SPANS, _as_parts, send, send_buffer_size, max_items=BATCH)
 
     def record(self, framed_span: bytes) -> None:
         self.add(framed_span)

@@ -92,11 +92,11 @@ class Worker:
         tracing = self.config.observability.tracing
         recorder = None
         if tracing is not None and tracing.enabled:
-            recorder = SpanRecorder(writer.write, writer.transport.get_write_buffer_size)
+            recorder = SpanRecorder(writer.writelines, writer.transport.get_write_buffer_size)
         self.recorder = recorder
         access = self.config.observability.logging.access_log
         if access is not None and access.enabled:
-            self.access_log = AccessLog(access, writer.write, writer.transport.get_write_buffer_size)
+            self.access_log = AccessLog(access, writer.writelines, writer.transport.get_write_buffer_size)
         if self.config.agents:
             self.agents = AgentManager(self.config, loop, self.metrics)
             self.agents.start()
