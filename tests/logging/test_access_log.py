@@ -134,6 +134,21 @@ def test_untraced_requests_log_a_w3c_trace_id_and_leave_trace_headers_alone(
     assert seen["/joined"].header("tracestate") == "v=1"
 
 
+def test_json_lines_escape_what_the_client_sent(tmp_path: Path, upstream: UpstreamServer) -> None:
+    log = tmp_path / "access.log"
+    with sentinel(tmp_path, proxy_config(upstream.address, extra=access_log(f'            file "{log}"\n'))) as proc:
+        assert request(proc.port, path='/e/"a\\b?q="v"', headers={"User-Agent": 'x\\"y'}).status == 200
+        assert request(proc.port, path='/e/"c').status == 200  # no query: the key is left out
+        wait_for(lambda: sum("/e/" in ln for ln in lines(log)) == 2, what="both lines")
+        found = [json.loads(ln) for ln in lines(log) if "/e/" in ln]
+    first, second = found
+    assert (first["path"], first["query"], first["user_agent"]) == ('/e/"a\\b', 'q="v"', 'x\\"y')
+    assert list(first) == KEYS
+    assert second["path"] == '/e/"c'
+    assert "query" not in second
+    assert list(second) == [k for k in KEYS if k != "query"]
+
+
 def test_combined_format_and_no_trace_id(tmp_path: Path, upstream: UpstreamServer) -> None:
     log = tmp_path / "access.log"
     with_id = access_log(f'            file "{log}"\n            format "combined"\n')

@@ -23,7 +23,11 @@ if TYPE_CHECKING:
     from sentinel.proxy.exchange import Exchange
 
 FLUSH_BYTES: Final = 64 * 1024
-_QUERY: Final = '"query":'
+# The optional parts of a JSON line, around their values.
+_TRACE_OPEN: Final = '"trace_id":"'
+_SPAN_OPEN: Final = '","span_id":"'
+_QUERY_OPEN: Final = '","query":"'
+_IDS_CLOSE: Final = '",'
 _UNROUTED_FIELDS: Final = '"route_id":null,"upstream":null,'
 _MONTHS: Final = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
@@ -31,6 +35,11 @@ _MONTHS: Final = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep",
 def _plain(text: str) -> bool:
     """True when `text` can go into a JSON string as it is (printable ASCII without quote or backslash)."""
     return text.isascii() and text.isprintable() and '"' not in text and "\\" not in text
+
+
+def _escaped(text: str) -> str:
+    """The inside of `text`'s JSON string."""
+    return json.dumps(text)[1:-1]
 
 
 def json_string(text: str) -> str:
@@ -136,19 +145,28 @@ class AccessLog:
         referer = h.get(b"referer")
         path, query, cid = ex.path, ex.query, ex.correlation_id
         # What else the client sent is checked once, all together: nearly always nothing needs escaping.
-        if _plain(path + query + cid):
-            path_j, query_j, cid_j = f'"{path}"', f'"{query}"', f'"{cid}"'
-        else:
-            path_j, query_j, cid_j = json.dumps(path), json.dumps(query), json.dumps(cid)
+        if not _plain(path + query + cid):
+            path, query, cid = _escaped(path), _escaped(query), _escaped(cid)
         route = ex.route
         tried = ex.tried
-        ids = f'"trace_id":"{ex.trace_hex}","span_id":"{ex.span_id.hex()}",' if self.with_trace and ex.trace_id else ""
-        # Numbers as str() first: in an f-string, mypyc formats an int with the generic format() call, and
-        # a conversion flag (`!s`) makes it build the whole line with str.format.
+        # The line is one f-string, so one build: optional parts are empty strings rather than f-strings
+        # of their own. Numbers are str() first: in an f-string, mypyc formats an int with the generic
+        # format() call, and a conversion flag (`!s`) makes it build the whole line with str.format.
+        if self.with_trace and ex.trace_id:
+            trace_open, trace_id, span_open, span_id, ids_close = (
+                _TRACE_OPEN,
+                ex.trace_hex,
+                _SPAN_OPEN,
+                ex.span_id.hex(),
+                _IDS_CLOSE,
+            )
+        else:
+            trace_open = trace_id = span_open = span_id = ids_close = ""
         status, body_bytes, attempts = str(ex.status), str(ex.response_bytes), str(ex.attempts)
         return (
-            f'{{"timestamp":"{self._timestamp(ex.start_ns)}",{ids}"correlation_id":{cid_j},'
-            f'"method":"{ex.method.decode("latin-1")}","path":{path_j}{f",{_QUERY}{query_j}" if query else ""},'
+            f'{{"timestamp":"{self._timestamp(ex.start_ns)}",{trace_open}{trace_id}{span_open}{span_id}{ids_close}'
+            f'"correlation_id":"{cid}","method":"{ex.method.decode("latin-1")}",'
+            f'"path":"{path}{_QUERY_OPEN if query else ""}{query}",'
             f'"protocol":"{"HTTP/1.0" if ex.http10 else "HTTP/1.1"}","status":{status},'
             f'"body_bytes":{body_bytes},"duration_ms":{millis(end_ns - ex.start_ns)},'
             f'"client_ip":"{proto.client_ip}","user_agent":{proto.log_ua},'
