@@ -264,9 +264,7 @@ def test_expect_continue_with_a_body_agent(tmp_path: Path, upstream: UpstreamSer
     with sentinel(tmp_path, Setup(upstream.address, [spec], ["a"]).kdl()) as proc:
         connected(proc, "a")
         with RawClient(proc.port) as client:
-            client.send(
-                b"POST /anything HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n"
-            )
+            client.send(b"POST /anything HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
             # The body agent needs the body before the upstream is contacted: the proxy asks for it.
             assert client.read_response().status == 100
             client.send(b"hello")

@@ -112,9 +112,7 @@ def test_validate_live_checks_report_each_peer(tmp_path: Path) -> None:
     out = result.stdout.splitlines()
     assert out[0] == f"ok      config: {config} is valid"
     assert f'ok      upstream "u" target 127.0.0.1:{up_port}: reachable' in out
-    assert any(
-        line.startswith(f'warning upstream "u" target 127.0.0.1:{down_port}: unreachable') for line in out
-    )
+    assert any(line.startswith(f'warning upstream "u" target 127.0.0.1:{down_port}: unreachable') for line in out)
     assert any(line.startswith(f'warning agent "a" {agent_socket}: socket does not exist') for line in out)
 
 

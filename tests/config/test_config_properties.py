@@ -89,8 +89,7 @@ def configs(draw: st.DrawFn) -> Generated:
         )
     route_ids = draw(st.lists(ident, min_size=1, max_size=5, unique=True))
     routes = [
-        (rid, draw(st.integers(-1000, 1000)), draw(path), draw(st.sampled_from(upstream_ids)))
-        for rid in route_ids
+        (rid, draw(st.integers(-1000, 1000)), draw(path), draw(st.sampled_from(upstream_ids))) for rid in route_ids
     ]
     service_name = draw(text)
     sampling = draw(st.floats(0, 1, allow_nan=False))
@@ -99,9 +98,7 @@ def configs(draw: st.DrawFn) -> Generated:
     out = [f'system {{\n    worker-threads {workers}\n    trace-id-format "{fmt.value}"\n}}']
     out.append(
         "listeners {\n"
-        + "".join(
-            f'    listener "l{i}" {{\n        address "127.0.0.1:{p}"\n    }}\n' for i, p in enumerate(ports)
-        )
+        + "".join(f'    listener "l{i}" {{\n        address "127.0.0.1:{p}"\n    }}\n' for i, p in enumerate(ports))
         + "}"
     )
     route_text = ""

@@ -173,32 +173,28 @@ CASES = [
     ),
     Case(
         "duplicate listener id",
-        'listeners {\n    listener "a" { address "127.0.0.1:1"; }\n'
-        '    listener "a" { address "127.0.0.1:2"; }\n}\n',
+        'listeners {\n    listener "a" { address "127.0.0.1:1"; }\n    listener "a" { address "127.0.0.1:2"; }\n}\n',
         line=3,
         path='listener "a"',
         words=('listener "a" is defined more than once', "line 2"),
     ),
     Case(
         "listeners on the same address",
-        'listeners {\n    listener "a" { address "0.0.0.0:80"; }\n'
-        '    listener "b" { address "127.0.0.1:80"; }\n}\n',
+        'listeners {\n    listener "a" { address "0.0.0.0:80"; }\n    listener "b" { address "127.0.0.1:80"; }\n}\n',
         line=3,
         path='listener "b"',
         words=('collides with listener "a"',),
     ),
     Case(
         "default-route not defined",
-        'listeners {\n    listener "a" {\n        address "0.0.0.0:80"\n'
-        '        default-route "nope"\n    }\n}\n',
+        'listeners {\n    listener "a" {\n        address "0.0.0.0:80"\n        default-route "nope"\n    }\n}\n',
         line=2,
         path='listener "a"',
         words=('default-route "nope" is not a route',),
     ),
     Case(
         "unknown listener key",
-        'listeners {\n    listener "a" {\n        address "0.0.0.0:80"\n'
-        "        keepalive-timeout 5\n    }\n}\n",
+        'listeners {\n    listener "a" {\n        address "0.0.0.0:80"\n        keepalive-timeout 5\n    }\n}\n',
         line=4,
         path='listener "a" > keepalive-timeout',
         words=('did you mean "keepalive-timeout-secs"',),
@@ -251,8 +247,7 @@ CASES = [
     ),
     Case(
         "priority is a float",
-        OK_LISTENERS + 'routes {\n    route "x" {\n        priority 1.5\n'
-        '        builtin-handler "health"\n    }\n}\n',
+        OK_LISTENERS + 'routes {\n    route "x" {\n        priority 1.5\n        builtin-handler "health"\n    }\n}\n',
         line=6,
         path='route "x" > priority',
         words=("must be an integer",),
@@ -330,8 +325,7 @@ CASES = [
     ),
     Case(
         "tracing with a string",
-        OK_LISTENERS + 'routes {\n    route "x" {\n        builtin-handler "health"\n'
-        '        tracing "off"\n    }\n}\n',
+        OK_LISTENERS + 'routes {\n    route "x" {\n        builtin-handler "health"\n        tracing "off"\n    }\n}\n',
         line=7,
         path='route "x" > tracing',
         words=("#true, #false",),
@@ -483,8 +477,7 @@ CASES = [
     ),
     Case(
         "agent grpc transport",
-        OK_LISTENERS + 'agents {\n    agent "auth" {\n'
-        '        grpc address="http://127.0.0.1:50051"\n    }\n}\n',
+        OK_LISTENERS + 'agents {\n    agent "auth" {\n        grpc address="http://127.0.0.1:50051"\n    }\n}\n',
         line=6,
         path='agent "auth" > grpc',
         words=("not supported", "unix-socket"),
@@ -552,8 +545,7 @@ CASES = [
     ),
     Case(
         "sampling rate negative",
-        OK_LISTENERS + 'observability {\n    tracing {\n        backend "otlp"\n'
-        "        sampling-rate -0.1\n    }\n}\n",
+        OK_LISTENERS + 'observability {\n    tracing {\n        backend "otlp"\n        sampling-rate -0.1\n    }\n}\n',
         line=7,
         path="tracing > sampling-rate",
         words=("at least 0.0",),

@@ -227,12 +227,8 @@ def test_tracing_options() -> None:
         ),
     ],
 )
-def test_backend_defaults(
-    backend: str, kind: TracingBackendKind, endpoint: str, protocol: OtlpProtocol
-) -> None:
-    c = load_config_text(
-        LISTENERS + f"observability {{\n    tracing {{\n        {backend}\n    }}\n}}\n", "t.kdl"
-    )
+def test_backend_defaults(backend: str, kind: TracingBackendKind, endpoint: str, protocol: OtlpProtocol) -> None:
+    c = load_config_text(LISTENERS + f"observability {{\n    tracing {{\n        {backend}\n    }}\n}}\n", "t.kdl")
     t = c.observability.tracing
     assert t is not None
     assert (t.backend.kind, t.backend.endpoint, t.backend.protocol) == (kind, endpoint, protocol)

@@ -747,3 +747,12 @@ def test_span_pieces_join_into_the_official_serialization(
 def test_ids_and_times_size() -> None:
     pieces = otlp.TRACE_ID_HEAD + bytes(16) + otlp.SPAN_ID_HEAD + bytes(8) + otlp.span_times(1, 2)
     assert len(pieces) == otlp.IDS_AND_TIMES_SIZE
+
+
+@pytest.mark.parametrize("size", [0, 1, 127, 128, 300, 16383, 16384, 2_100_000])
+def test_framed_span_head_at_each_length_width(size: int) -> None:
+    body = b"\x0a" + bytes(size - 1) if size else b""
+    head = otlp.framed_span_head(size)
+    assert head == otlp.framed_span_head(size)  # the cached head is the same
+    assert head[0] == 0x12  # ScopeSpans.spans, length-delimited
+    assert otlp.iter_fields(head + body).__next__() == (2, 2, body)

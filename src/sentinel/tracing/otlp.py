@@ -194,6 +194,9 @@ _SS_SCOPE: Final = _tag(1, 2)
 _SS_SPANS: Final = _tag(2, 2)
 _SS_SPANS_BYTE: Final = _SS_SPANS[0]
 _SPANS_FIELD_HEAD: Final = tuple(_SS_SPANS + _B[n] for n in range(128))
+# Frame heads of spans of 128 bytes to 16 KiB (a two-byte length), made on first use: spans of a route
+# come in a few sizes.
+_TWO_BYTE_HEADS: Final[list[bytes | None]] = [None] * 0x4000
 
 # KeyValue { string key = 1; AnyValue value = 2; }
 # AnyValue { oneof value { string_value = 1; bool_value = 2; int_value = 3 (int64); double_value = 4;
@@ -496,7 +499,14 @@ def span_status_and_flags(status_code: int, flags: int, status_message: str = ""
 
 def framed_span_head(size: int) -> bytes:
     """The tag and length that frame a span body of `size` bytes as one `ScopeSpans.spans` field."""
-    return _SPANS_FIELD_HEAD[size] if size < 0x80 else _SS_SPANS + _varint(size)
+    if size < 0x80:
+        return _SPANS_FIELD_HEAD[size]
+    if size < 0x4000:
+        head = _TWO_BYTE_HEADS[size]
+        if head is None:
+            head = _TWO_BYTE_HEADS[size] = _SS_SPANS + _varint(size)
+        return head
+    return _SS_SPANS + _varint(size)
 
 
 def encode_resource(attributes: Iterable[tuple[str, AttrValue]]) -> bytes:

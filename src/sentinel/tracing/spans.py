@@ -4,6 +4,9 @@ Built only for sampled requests, at the end of each upstream attempt and of the 
 OTLP bytes framed for the recorder (`otlp.framed_span_head`): what is the same for every request of a
 method, status, route, connection or target is encoded once and cached, so that a span is a handful of
 lookups and one join of its pieces (fields in field-number order, as `otlp.encode_span` writes them).
+
+The join is a bytes `%` with only `%s`: compiled, that is one allocation and a copy per piece, where
+`b"".join` takes and releases a buffer per piece (about four times the instructions for a span).
 """
 
 from __future__ import annotations
@@ -76,6 +79,9 @@ _SERVER_ENDS: Final = tuple(
     )
     for i in range(8)
 )
+
+
+_NO_REQUEST_BODY: Final = int_attribute("http.request.body.size", 0)
 
 
 def _method_attribute(method: bytes) -> bytes:
@@ -197,9 +203,10 @@ def server_span(ex: Exchange, end_ns: int) -> bytes:
         string_attribute("url.query", ex.query) if ex.query and tracing is not None and tracing.record_query else b""
     )
     status = ex.status
-    sizes = int_attribute("http.request.body.size", ex.request_body_bytes) + int_attribute(
-        "http.response.body.size", ex.response_bytes
-    )
+    request_body = ex.request_body_bytes
+    sizes = (
+        int_attribute("http.request.body.size", request_body) if request_body else _NO_REQUEST_BODY
+    ) + int_attribute("http.response.body.size", ex.response_bytes)
     error = ex.error_type()
     error_attr = string_attribute("error.type", error) if error else b""
     correlation_id = ex.correlation_id.encode()
@@ -230,29 +237,27 @@ def server_span(ex: Exchange, end_ns: int) -> bytes:
         + len(route_attrs)
         + len(end)
     )
-    return b"".join(
-        (
-            framed_span_head(size),
-            TRACE_ID_HEAD,
-            ex.trace_id,
-            SPAN_ID_HEAD,
-            ex.span_id,
-            parent_fields,
-            name,
-            span_times(ex.start_ns, end_ns),
-            method_attr,
-            path_head,
-            path,
-            query,
-            status_attr,
-            sizes,
-            error_attr,
-            correlation_head,
-            correlation_id,
-            connection_attrs,
-            route_attrs,
-            end,
-        )
+    return b"%s%s%s%s%s%s%s%s%s%s%s%s%s%s%s%s%s%s%s%s" % (
+        framed_span_head(size),
+        TRACE_ID_HEAD,
+        ex.trace_id,
+        SPAN_ID_HEAD,
+        ex.span_id,
+        parent_fields,
+        name,
+        span_times(ex.start_ns, end_ns),
+        method_attr,
+        path_head,
+        path,
+        query,
+        status_attr,
+        sizes,
+        error_attr,
+        correlation_head,
+        correlation_id,
+        connection_attrs,
+        route_attrs,
+        end,
     )
 
 
@@ -287,24 +292,22 @@ def client_span(
         + len(target_attrs)
         + len(end)
     )
-    return b"".join(
-        (
-            framed_span_head(size),
-            TRACE_ID_HEAD,
-            ex.trace_id,
-            SPAN_ID_HEAD,
-            span_id,
-            PARENT_SPAN_ID_HEAD,
-            ex.span_id,
-            name,
-            span_times(start_ns, end_ns),
-            method_attr,
-            url_head,
-            url_start,
-            path,
-            target_attrs,
-            end,
-        )
+    return b"%s%s%s%s%s%s%s%s%s%s%s%s%s%s%s" % (
+        framed_span_head(size),
+        TRACE_ID_HEAD,
+        ex.trace_id,
+        SPAN_ID_HEAD,
+        span_id,
+        PARENT_SPAN_ID_HEAD,
+        ex.span_id,
+        name,
+        span_times(start_ns, end_ns),
+        method_attr,
+        url_head,
+        url_start,
+        path,
+        target_attrs,
+        end,
     )
 
 
