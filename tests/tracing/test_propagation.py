@@ -118,3 +118,24 @@ def test_traceresponse_when_enabled(tmp_path: Path, upstream: UpstreamServer) ->
             assert match.group(1) == PARENT[3:35]
     with sentinel(tmp_path, proxy_config(upstream.address, extra=TRACING % "1")) as proc:
         assert request(proc.port, path="/a").header("traceresponse") is None
+
+
+def test_trace_headers_without_header_policies(tmp_path: Path, upstream: UpstreamServer) -> None:
+    # A route without request-header policies gets the trace headers as ready-made lines (the fast path);
+    # the other tests here go through a route that has policies.
+    config = proxy_config(upstream.address, extra=TRACING % "1.0")
+    start = config.index("        policies {")
+    config = config[:start] + config[config.index("        }\n    }\n", start) + len("        }\n") :]
+    assert "request-headers" not in config
+    with sentinel(tmp_path, config) as proc:
+        assert request(proc.port, path="/a").status == 200
+        trace_id, span_id, flags = _upstream_traceparent(upstream)
+        assert flags == 0x03
+        assert upstream.requests[-1].header("tracestate") is None
+        headers = {"traceparent": PARENT, "tracestate": "vendor=abc"}
+        assert request(proc.port, path="/b", headers=headers).status == 200
+        trace_id, span_id, flags = _upstream_traceparent(upstream)
+        assert (trace_id, flags) == ("0af7651916cd43dd8448eb211c80319c", 0x01)
+        assert span_id != "b7ad6b7169203331"
+        assert upstream.requests[-1].header("tracestate") == "vendor=abc"
+        assert upstream.requests[-1].header("x-policy") is None

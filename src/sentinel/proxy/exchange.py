@@ -697,6 +697,16 @@ class Exchange:
             out.append(jaeger_header(self.trace_id, self.client_span_id, self.span_id, self.sampled))
         return out
 
+    def _trace_lines(self) -> bytes:
+        """`_trace_fields` as header lines; with nothing but a traceparent to send (the common case), without
+        making the list."""
+        parent = self.parent
+        ctx = self.proto.ctx
+        if ctx.write_b3 or ctx.write_jaeger or (parent is not None and parent.tracestate):
+            return field_lines(self._trace_fields())
+        flags = self.trace_flags | (FLAG_SAMPLED if self.sampled else 0)
+        return b"traceparent: %s\r\n" % traceparent_from_hex(self.trace_hex_bytes(), self.client_span_hex, flags)
+
     def _upstream_head(self, route: RouteRuntime) -> bytes:
         h = self.h
         proto = self.proto
@@ -726,8 +736,12 @@ class Exchange:
             target = self.tried[-1]
             out.append((b"host", target.key.encode()))
         out.append((b"x-correlation-id", self.correlation_id.encode()))
+        trace_lines = b""
         if self.trace_id and ctx.propagate:
-            out.extend(self._trace_fields())
+            if route.request_ops or self.agent_request_ops:
+                out.extend(self._trace_fields())  # header policies and agents see them
+            else:
+                trace_lines = self._trace_lines()
         if route.request_ops:
             apply_ops(out, route.request_ops)
         if self.agent_request_ops:
@@ -739,7 +753,7 @@ class Exchange:
             out.append((b"transfer-encoding", b"chunked"))
         elif self.content_length is not None:
             out.append((b"content-length", str(self.content_length).encode()))
-        return b"%s %s HTTP/1.1\r\n%s\r\n" % (self.method, self.raw_url, field_lines(out))
+        return b"%s %s HTTP/1.1\r\n%s%s\r\n" % (self.method, self.raw_url, field_lines(out), trace_lines)
 
     # -- ResponseSink -------------------------------------------------------------------------------
 
