@@ -336,10 +336,64 @@ def test_server_and_client_spans_field_by_field(
         **route,
     }
     client_span = clients[server.span_id]
-    assert (client_span.name, client_span.flags, client_span.status.code) == ("GET", 0x101, 0)
+    # Its W3C flags are the traceparent's it sent: sampled, and random (the proxy made the trace id).
+    assert (client_span.name, client_span.flags, client_span.status.code) == ("GET", 0x103, 0)
     assert attrs(client_span) == {
         "http.request.method": "GET",
         "url.full": f"http://{upstream.address}{long_path}",
         "http.response.status_code": 200,
         **target,
     }
+
+
+def test_retried_attempts_unrouted_requests_and_http10_spans(
+    tmp_path: Path, otlp_receiver: tuple[LoopThread, GrpcReceiver], upstream: UpstreamServer
+) -> None:
+    # The span encoder's rarer branches, decoded by the official messages: a CLIENT span ended by a
+    # transport error, the retry's CLIENT span (resend count), an HTTP/1.0 request and a request no
+    # route matches (SERVER span without route attributes).
+    loop, otlp = otlp_receiver
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"127.0.0.1:{s.getsockname()[1]}"  # nothing listens there once closed
+    config = proxy_config(dead, upstream.address, extra=_sample_everything(otlp.port)).replace(
+        'matches { path-prefix "/"; }', 'matches { path-prefix "/api/"; }'
+    )
+    with sentinel(tmp_path, config) as proc:
+        statuses = [request(proc.port, path=f"/api/r{n}").status for n in range(2)]
+        with RawClient(proc.port) as client:
+            client.send(b"GET /api/old HTTP/1.0\r\nHost: test.local\r\n\r\n")
+            old = client.read_response()
+        unrouted = request(proc.port, path="/elsewhere")
+        assert (statuses, old.status, unrouted.status) == ([200, 200], 200, 404)
+        wait_for(lambda: len(loop.call(lambda: otlp.spans)) >= 8, timeout=15, what="the spans of four requests")
+        exported = loop.call(lambda: list(otlp.spans))
+
+    def attrs(span: Any) -> dict[str, object]:
+        return {kv.key: getattr(kv.value, kv.value.WhichOneof("value")) for kv in span.attributes}
+
+    servers = {str(attrs(s)["url.path"]): s for s in exported if s.kind == 2}
+    children: dict[bytes, list[Any]] = {}
+    for span in exported:
+        if span.kind == 3:
+            children.setdefault(span.parent_span_id, []).append(span)
+    # Round robin: one of the two /api/r requests went to the dead target first, then to the live one.
+    retried = [children[servers[f"/api/r{n}"].span_id] for n in range(2)]
+    (attempts,) = [spans for spans in retried if len(spans) == 2]
+    failed, answered = sorted(attempts, key=lambda s: s.start_time_unix_nano)
+    assert (failed.status.code, failed.flags) == (2, 0x103)
+    assert attrs(failed)["error.type"] == "connect_refused"
+    assert attrs(failed)["server.address"] == "127.0.0.1"
+    assert "http.response.status_code" not in attrs(failed)
+    assert (answered.status.code, answered.flags) == (0, 0x103)
+    assert (attrs(answered)["http.request.resend_count"], attrs(answered)["http.response.status_code"]) == (1, 200)
+    assert failed.span_id != answered.span_id
+    seen = {r.header("traceparent") for r in upstream.requests}
+    assert f"00-{answered.trace_id.hex()}-{answered.span_id.hex()}-03" in seen  # the retry named its own span
+    old_server = servers["/api/old"]
+    assert attrs(old_server)["network.protocol.version"] == "1.0"
+    assert (old_server.name, attrs(old_server)["http.route"]) == ("GET /api/*", "/api/*")
+    lost = servers["/elsewhere"]
+    assert (lost.name, lost.status.code, attrs(lost)["http.response.status_code"]) == ("GET", 0, 404)
+    assert not {"http.route", "sentinel.route.id", "sentinel.upstream.id"} & set(attrs(lost))
+    assert lost.span_id not in children  # nothing was sent upstream

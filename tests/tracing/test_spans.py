@@ -66,3 +66,22 @@ def test_failed_agent_call_is_an_error() -> None:
     attrs = {kv.key: kv.value.string_value for kv in span.attributes}
     assert attrs["error.type"] == "timeout"
     assert span.status.code == 2
+
+
+def test_agent_call_span_keeps_the_random_trace_id_flag() -> None:
+    def flags(trace_flags: int) -> int:
+        raw = agent_call_span(
+            *_ids(),
+            b"\x01" * 8,
+            "a",
+            "request_headers",
+            1,
+            2,
+            decision="allow",
+            outcome="ok",
+            failure_mode="open",
+            trace_flags=trace_flags,
+        )
+        return _decode(raw).flags
+
+    assert (flags(0x00), flags(0x01), flags(0x02), flags(0x03)) == (0x101, 0x101, 0x103, 0x103)

@@ -187,6 +187,7 @@ class AgentRound:
                         outcome=call.outcome,
                         failure_mode=binding.failure_mode,
                         audit=audit,
+                        trace_flags=ex.trace_flags,
                     )
                 )
 

@@ -66,11 +66,15 @@ _METHOD_ATTRIBUTES: dict[bytes, bytes] = {}
 _UNROUTED_NAMES: dict[bytes, bytes] = {}
 # response status -> its `http.response.status_code` attribute
 _STATUS_ATTRIBUTES: dict[int, bytes] = {0: b""}
-# upstream status -> what ends a CLIENT span without a transport error: the status attribute, `error.type`
-# for a 4xx or 5xx, the span status and the flags
+# upstream status << 1 | random trace id flag -> what ends a CLIENT span without a transport error: the
+# status attribute, `error.type` for a 4xx or 5xx, the span status and the flags
 _CLIENT_ENDS: dict[int, bytes] = {}
 _CLIENT_FLAGS: Final = _HAS_IS_REMOTE | _SAMPLED  # the parent, our SERVER span, is local
-_CLIENT_ERROR_END: Final = span_status_and_flags(StatusCode.ERROR, _CLIENT_FLAGS)
+# The end of a CLIENT span with a transport error, by the random trace id flag.
+_CLIENT_ERROR_ENDS: Final = (
+    span_status_and_flags(StatusCode.ERROR, _CLIENT_FLAGS),
+    span_status_and_flags(StatusCode.ERROR, _CLIENT_FLAGS | _RANDOM),
+)
 # The SERVER span's status and flags, by failed << 2 | remote parent << 1 | random trace id flag.
 _SERVER_ENDS: Final = tuple(
     span_status_and_flags(
@@ -100,14 +104,15 @@ def _status_attribute(status: int) -> bytes:
     return attribute
 
 
-def _client_end(status: int) -> bytes:
-    end = _CLIENT_ENDS.get(status)
+def _client_end(status: int, random: int) -> bytes:
+    key = status << 1 | random
+    end = _CLIENT_ENDS.get(key)
     if end is None:
         if status >= 400:
-            end = string_attribute("error.type", str(status)) + _CLIENT_ERROR_END
+            end = string_attribute("error.type", str(status)) + _CLIENT_ERROR_ENDS[random]
         else:
-            end = span_status_and_flags(StatusCode.UNSET, _CLIENT_FLAGS)
-        end = _cached(_CLIENT_ENDS, status, _status_attribute(status) + end)
+            end = span_status_and_flags(StatusCode.UNSET, _CLIENT_FLAGS | (_RANDOM if random else 0))
+        end = _cached(_CLIENT_ENDS, key, _status_attribute(status) + end)
     return end
 
 
@@ -275,10 +280,12 @@ def client_span(
     path = ex.path.encode()
     url_size = len(url_start) + len(path)
     url_head = string_attribute_head("url.full", url_size)
+    # The span's W3C flags are those of the traceparent it sent: sampled, and random as the trace's id is.
+    random = 1 if ex.trace_flags & _RANDOM else 0
     if error:
-        end = _status_attribute(status) + string_attribute("error.type", error) + _CLIENT_ERROR_END
+        end = _status_attribute(status) + string_attribute("error.type", error) + _CLIENT_ERROR_ENDS[random]
     else:
-        end = _client_end(status)
+        end = _client_end(status, random)
     resend = ex.attempts - 1
     if resend > 0:
         end = int_attribute("http.request.resend_count", resend) + end
@@ -324,14 +331,15 @@ def agent_call_span(
     outcome: str,
     failure_mode: str,
     audit: dict[str, list[str]] | None = None,
+    trace_flags: int = 0,
 ) -> bytes:
     """One call to an agent (SPEC §6.4): kind CLIENT, child of the SERVER span (`parent_span_id`), named
     `agent {ID} {event}`.
 
     `span_id` is the id already sent to the agent in `metadata.traceparent`, so the agent's own spans
     are this span's children. `outcome` is ok / timeout / error / circuit_open; anything but ok is an
-    error. `audit` carries the agent's tags and rule ids as string-array attributes. Framed, as the
-    recorder takes spans.
+    error. `audit` carries the agent's tags and rule ids as string-array attributes; `trace_flags` are the
+    request's (their random-trace-id bit is kept). Framed, as the recorder takes spans.
     """
     attrs: list[tuple[str, AttrValue]] = [
         ("sentinel.agent.id", agent_id),
@@ -355,6 +363,6 @@ def agent_call_span(
         end_ns,
         attrs,
         status_code=StatusCode.ERROR if outcome != "ok" else StatusCode.UNSET,
-        flags=_HAS_IS_REMOTE | _SAMPLED,
+        flags=_HAS_IS_REMOTE | _SAMPLED | (trace_flags & _RANDOM),
     )
     return framed_span_head(len(body)) + body
