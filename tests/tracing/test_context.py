@@ -7,6 +7,7 @@ Level 2 random-trace-id flag) and the cases of the W3C conformance suite (w3c/tr
 from __future__ import annotations
 
 import math
+import os
 import random
 from collections.abc import Iterator
 
@@ -498,11 +499,31 @@ def test_forgetting_a_draw_makes_the_next_request_draw_again() -> None:
     assert ids.raw == b"\x02" * 64
 
 
-def test_traceparent_from_hex_equals_traceparent_value() -> None:
+def test_a_forked_child_draws_its_own_ids() -> None:
+    context.REQUEST_IDS.take()  # the parent holds a draw
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report what its pool holds, then a fresh record
+        try:
+            held = context.REQUEST_IDS.raw
+            at = context.REQUEST_IDS.take()
+            os.write(write_end, b"%d:" % len(held) + context.REQUEST_IDS.raw[at : at + context.RECORD_SIZE])
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        report = pipe.read()
+    os.waitpid(pid, 0)
+    held, record = report.split(b":", 1)
+    assert held == b"0"  # the parent's draw was forgotten at the fork
+    assert len(record) == context.RECORD_SIZE
+    assert record not in context.REQUEST_IDS.raw
+
+
+def test_traceparent_from_hex() -> None:
     trace_id, span_id = new_trace_id(), new_span_id()
     for flags in (0, 1, 2, 3, 0xFF):
-        value = context.traceparent_value(trace_id, span_id, flags)
-        assert value == context.traceparent_from_hex(trace_id.hex().encode(), span_id.hex().encode(), flags)
+        value = context.traceparent_from_hex(trace_id.hex().encode(), span_id.hex().encode(), flags)
         assert value == f"00-{trace_id.hex()}-{span_id.hex()}-{flags:02x}".encode()
 
 

@@ -209,19 +209,21 @@ def new_trace_id() -> bytes:
             return value.to_bytes(16, "big")
 
 
-_ZERO_8: Final = bytes(8)
 RECORD_SIZE: Final = 32  # bytes of ids per request (RequestIds)
 
 
 class RequestIds:
-    """The ids of requests that start a trace, drawn from the OS's CSPRNG in bulk.
+    """The ids of traced requests, drawn from the OS's CSPRNG in bulk.
 
-    Each request takes one 32-byte record: its trace id (16 bytes), its SERVER span id and its first
-    CLIENT span id (8 bytes each). The hex text of the whole draw is made once as well, so that the
-    `traceparent` sent upstream and the access log's ids are slices too: per request, this costs a few
-    slices instead of a PRNG call, an int-to-bytes conversion and two hex conversions.
+    Each request takes one 32-byte record: a trace id (16 bytes; unused when the request continues its
+    caller's trace), its SERVER span id and its first CLIENT span id (8 bytes each). The hex text of the whole
+    draw is made once as well, so that the `traceparent` sent upstream and the access log's ids are slices
+    too: per request, this costs a few slices instead of a PRNG call, an int-to-bytes conversion and two hex
+    conversions.
 
     A draw holding eight zero bytes in a row anywhere is thrown away whole, so no id is ever all zero.
+    One per worker process, used from its event loop's thread only: `take` and then reading `raw` and
+    `hex` is not atomic.
     """
 
     __slots__ = ("_draw", "_size", "hex", "offset", "raw")
@@ -245,7 +247,7 @@ class RequestIds:
     def _refill(self) -> None:
         while True:
             raw = self._draw(self._size)
-            if _ZERO_8 not in raw:
+            if _ZERO_SPAN_ID not in raw:
                 break
         self.raw = raw
         self.hex = hexlify(raw)

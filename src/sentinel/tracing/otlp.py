@@ -1,13 +1,15 @@
 """Hand-written OTLP protobuf encoder for trace data (SPEC §6.4, §6.5).
 
-The OpenTelemetry SDK's exporter costs tens of microseconds per span to encode, so spans are written
-straight to protobuf wire format here, with the standard library only. Workers encode each finished span
-into the bytes of one `opentelemetry.proto.trace.v1.Span` message (`encode_span`) and hands batches of
-them to the supervisor already framed as the repeated `ScopeSpans.spans` field (`frame_spans`); the
-supervisor's exporter checks their framing (`count_framed_spans`) and wraps those buffers, without
-decoding them, into an `ExportTraceServiceRequest` (`encode_framed_export_request`) together with a
-`Resource` (`encode_resource`) and an `InstrumentationScope` (`encode_scope`), cutting one at a span
-(`framed_spans_end`) only where an export batch or the queue limit ends inside it.
+The OpenTelemetry SDK's exporter costs tens of microseconds per span to encode, so spans are written straight
+to protobuf wire format here, with the standard library only. Workers encode each finished span into the bytes
+of one `opentelemetry.proto.trace.v1.Span` message, framed as one `ScopeSpans.spans` field (the request's
+spans from cached pieces, `tracing/spans.py` with the helpers below `encode_span`; other spans with
+`encode_span` and `framed_span_head`), and hand batches of them to the supervisor as they are (a batch of
+framed spans is a `frame_spans` buffer); the supervisor's exporter checks their framing (`count_framed_spans`)
+and wraps those buffers, without decoding them, into an `ExportTraceServiceRequest`
+(`encode_framed_export_request`) together with a `Resource` (`encode_resource`) and an `InstrumentationScope`
+(`encode_scope`), cutting one at a span (`framed_spans_end`) only where an export batch or the queue limit
+ends inside it.
 
 Wire format as in opentelemetry-proto (trace/v1/trace.proto, common/v1/common.proto,
 resource/v1/resource.proto, collector/trace/v1/trace_service.proto). Fields are written in field-number
@@ -194,8 +196,8 @@ _SS_SCOPE: Final = _tag(1, 2)
 _SS_SPANS: Final = _tag(2, 2)
 _SS_SPANS_BYTE: Final = _SS_SPANS[0]
 _SPANS_FIELD_HEAD: Final = tuple(_SS_SPANS + _B[n] for n in range(128))
-# Frame heads of spans of 128 bytes to 16 KiB (a two-byte length), made on first use: spans of a route
-# come in a few sizes.
+# Frame heads of spans of 128 bytes to 16 KiB (a two-byte length), made on first use (at most 16,256 of
+# 3 bytes each).
 _TWO_BYTE_HEADS: Final[list[bytes | None]] = [None] * 0x4000
 
 # KeyValue { string key = 1; AnyValue value = 2; }
