@@ -11,7 +11,8 @@ from sentinel.tracing.spans import agent_call_span
 def _decode(framed: bytes) -> Span:
     """The one span of a framed span (what the recorder takes)."""
     (body,) = unframe_spans(framed)
-    return Span.FromString(body)
+    span: Span = Span.FromString(body)
+    return span
 
 
 def _ids() -> tuple[bytes, bytes]:
