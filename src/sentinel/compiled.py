@@ -16,6 +16,7 @@ from pathlib import Path
 MODULES: tuple[str, ...] = (
     "sentinel.ipc.batch",
     "sentinel.logging.access",
+    "sentinel.logging.timestamps",
     "sentinel.metrics.recording",
     "sentinel.proxy.errors",
     "sentinel.proxy.exchange",

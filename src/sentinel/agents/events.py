@@ -12,7 +12,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from sentinel.logging.access import json_string
-from sentinel.logging.app import rfc3339_now
+from sentinel.logging.timestamps import rfc3339_now
 
 if TYPE_CHECKING:
     from sentinel.proxy.exchange import Exchange

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Final
 from sentinel.config.model import AccessLogConfig, AccessLogFormat, RouteConfig
 from sentinel.ipc import ACCESS
 from sentinel.ipc.batch import FrameBatcher
+from sentinel.logging.timestamps import THREE_DIGITS, rfc3339_ms
 
 if TYPE_CHECKING:
     from sentinel.proxy.exchange import Exchange
@@ -61,15 +62,12 @@ def _opt(text: str | None) -> str:
     return "null" if text is None else json_string(text)
 
 
-_THREE_DIGITS: Final = tuple(f"{n:03d}" for n in range(1000))
-
-
 def millis(ns: int) -> str:
     """A duration in milliseconds with three decimals, rounded half up: what `f"{ns / 1e6:.3f}"` gives
     (but for exact halves), without the format spec, which makes mypyc build the whole line with
     `str.format` (about 1 µs a line). A negative duration (the wall clock stepped back) is logged as 0."""
     us = (ns + 500) // 1000 if ns > 0 else 0
-    return f"{us // 1000}.{_THREE_DIGITS[us % 1000]}"
+    return f"{us // 1000}.{THREE_DIGITS[us % 1000]}"
 
 
 def route_fields(route: RouteConfig) -> str:
@@ -78,16 +76,13 @@ def route_fields(route: RouteConfig) -> str:
 
 
 class _TimeCache:
-    """A formatted timestamp and the time unit (second or millisecond) it was made for; for the
-    millisecond one, also the text of its second."""
+    """A formatted timestamp and the time unit (second or millisecond) it was made for."""
 
-    __slots__ = ("second", "second_text", "text", "unit")
+    __slots__ = ("text", "unit")
 
     def __init__(self) -> None:
         self.unit = -1
         self.text = ""
-        self.second = -1
-        self.second_text = ""
 
 
 class AccessLog:
@@ -123,11 +118,7 @@ class AccessLog:
         cache = self._iso
         if cache.unit != ms:
             cache.unit = ms
-            second = ms // 1000
-            if cache.second != second:
-                cache.second = second
-                cache.second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-            cache.text = f"{cache.second_text}.{_THREE_DIGITS[ms % 1000]}Z"  # as logging.app.rfc3339_ms
+            cache.text = rfc3339_ms(ms)
         return cache.text
 
     def _json_line(self, ex: Exchange, end_ns: int) -> str:

@@ -13,10 +13,10 @@ import json
 import logging
 import os
 import sys
-import time
 from typing import Final
 
 from sentinel.config.model import LogFormat, LoggingConfig, LogLevel
+from sentinel.logging.timestamps import rfc3339_ms
 
 TRACE: Final = 5
 LEVELS: Final = {
@@ -32,23 +32,6 @@ ROOT: Final = "sentinel"
 
 def level_name(levelno: int) -> str:
     return _NAMES.get(levelno, "error" if levelno >= logging.ERROR else "info")
-
-
-_last_second = [-1, ""]  # the second formatted last, and its text: most calls fall in the same second
-
-
-def rfc3339_ms(ms: int) -> str:
-    """Unix milliseconds as `2024-01-15T10:30:45.123Z` (log lines, access log, agent events, builtins)."""
-    second, rest = divmod(ms, 1000)
-    cache = _last_second
-    if cache[0] != second:
-        cache[1] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        cache[0] = second
-    return f"{cache[1]}.{rest:03d}Z"
-
-
-def rfc3339_now() -> str:
-    return rfc3339_ms(time.time_ns() // 1_000_000)
 
 
 def request_ids(trace_id: bytes, span_id: bytes) -> dict[str, str]:

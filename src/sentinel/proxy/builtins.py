@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from sentinel import __version__
 from sentinel.config.model import BuiltinHandler, Config
-from sentinel.logging.app import rfc3339_now
+from sentinel.logging.timestamps import rfc3339_now
 
 JSON = b"application/json; charset=utf-8"
 ERROR_JSON = b"application/json"

@@ -682,11 +682,15 @@ class Exchange:
             self.proto.transport.write(_CONTINUE)
         self.expect_continue = False
 
-    def _trace_fields(self) -> list[tuple[bytes, bytes]]:
-        """The trace context sent upstream: named after this attempt's CLIENT span, so the upstream's spans
+    def _traceparent(self) -> bytes:
+        """The `traceparent` sent upstream: named after this attempt's CLIENT span, so the upstream's spans
         become its children; the sampled bit is the real decision."""
         flags = self.trace_flags | (FLAG_SAMPLED if self.sampled else 0)
-        out = [(b"traceparent", traceparent_from_hex(self.trace_hex_bytes(), self.client_span_hex, flags))]
+        return traceparent_from_hex(self.trace_hex_bytes(), self.client_span_hex, flags)
+
+    def _trace_fields(self) -> list[tuple[bytes, bytes]]:
+        """The trace context sent upstream (`_traceparent`, and what else is configured or received)."""
+        out = [(b"traceparent", self._traceparent())]
         parent = self.parent
         if parent is not None and parent.tracestate:
             out.append((b"tracestate", parent.tracestate.encode()))
@@ -704,8 +708,7 @@ class Exchange:
         ctx = self.proto.ctx
         if ctx.write_b3 or ctx.write_jaeger or (parent is not None and parent.tracestate):
             return field_lines(self._trace_fields())
-        flags = self.trace_flags | (FLAG_SAMPLED if self.sampled else 0)
-        return b"traceparent: %s\r\n" % traceparent_from_hex(self.trace_hex_bytes(), self.client_span_hex, flags)
+        return b"traceparent: %s\r\n" % self._traceparent()
 
     def _upstream_head(self, route: RouteRuntime) -> bytes:
         h = self.h

@@ -100,6 +100,7 @@ class ListenerContext:
         "observed",
         "open_connections",
         "propagate",
+        "record_query",
         "recorder",
         "request_timeout",
         "router",
@@ -154,6 +155,7 @@ class ListenerContext:
         self.open_connections: set[HttpProtocol] = set()
         tracing = config.observability.tracing
         self.tracing = tracing
+        self.record_query = tracing is not None and tracing.record_query  # url.query on SERVER spans
         # Trace ids are made (or taken from the caller) when tracing is on, and also for an access log that
         # records them. Only tracing sends them upstream: without it, traceparent and tracestate pass through
         # untouched (SPEC §6.2), and the log's id is the caller's, or one of its own.

@@ -178,22 +178,15 @@ def server_span(ex: Exchange, end_ns: int) -> bytes:
     proto = ex.proto
     route = ex.route
     method = ex.method
-    if route is not None:
-        name = route.span_names.get(method)
-        if name is None:
-            text = method.decode("latin-1")
-            template = route.template
-            name = _cached(
-                route.span_names,
-                method,
-                span_name_and_kind(f"{text} {template}" if template is not None else text, SpanKind.SERVER),
-            )
-        route_attrs = route.span_attributes
-    else:
-        name = _UNROUTED_NAMES.get(method)
-        if name is None:
-            name = _cached(_UNROUTED_NAMES, method, span_name_and_kind(method.decode("latin-1"), SpanKind.SERVER))
-        route_attrs = b""
+    names = route.span_names if route is not None else _UNROUTED_NAMES
+    name = names.get(method)
+    if name is None:
+        # `{METHOD} {http.route}`, or the method alone without a route template
+        text = method.decode("latin-1")
+        template = route.template if route is not None else None
+        name = _cached(
+            names, method, span_name_and_kind(f"{text} {template}" if template is not None else text, SpanKind.SERVER)
+        )
     parent = ex.parent
     if parent is None:
         parent_fields = b""
@@ -203,10 +196,8 @@ def server_span(ex: Exchange, end_ns: int) -> bytes:
             parent_fields = span_trace_state(parent.tracestate) + parent_fields
     path = ex.path.encode()  # decoded as latin-1: no lone surrogates
     path_head = string_attribute_head("url.path", len(path))
-    tracing = proto.ctx.tracing
-    query = (
-        string_attribute("url.query", ex.query) if ex.query and tracing is not None and tracing.record_query else b""
-    )
+    query = string_attribute("url.query", ex.query) if ex.query and proto.ctx.record_query else b""
+    route_attrs = route.span_attributes if route is not None else b""
     status = ex.status
     request_body = ex.request_body_bytes
     sizes = (
