@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.client import RawClient
+from tests.support.configs import proxy_config
 from tests.support.process import SentinelProcess, sentinel
 from tests.support.upstream import Seen, UpstreamServer
 
@@ -106,3 +107,56 @@ def test_hop_by_hop_fields_still_go_when_the_head_could_be_forwarded(
         client.send(b"GET / HTTP/1.1\r\nHost: h.test\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\nX-Keep: 2\r\n\r\n")
         assert client.read_response().status == 200
     assert _client_fields(upstream.requests[-1]) == [("Host", "h.test"), ("X-Keep", "2")]
+
+
+# Requests whose heads take the proxy's common path (no policy, no hop-by-hop field, no body) on one
+# proxy and its general path on the other, with every framing the response side can need: a length,
+# chunked as received, close-delimited re-framed as chunked, close-delimited to an HTTP/1.0 client,
+# HTTP/1.0 kept alive, and chunked on a connection the client closes.
+_HEADS = (
+    b"GET / HTTP/1.1\r\nHost: h.test\r\nX-A: 1\r\n\r\n",
+    b"GET /chunked HTTP/1.1\r\nHost: h.test\r\n\r\n",
+    b"GET /close HTTP/1.1\r\nHost: h.test\r\n\r\n",
+    b"GET /close HTTP/1.0\r\n\r\n",
+    b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+    b"GET /chunked HTTP/1.1\r\nHost: h.test\r\nConnection: close\r\n\r\n",
+)
+# What the general path's route adds or removes (proxy_config), and what differs from request to request
+# (the echo's length counts the added field).
+_POLICY_FIELDS = ("x-policy", "x-served-by", "set-cookie")
+_VARYING = ("x-correlation-id", "date", "content-length")
+
+
+def _comparable(fields: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    return [(n.lower(), "" if n.lower() in _VARYING else v) for n, v in fields if n.lower() not in _POLICY_FIELDS]
+
+
+def test_the_common_path_builds_the_heads_the_general_path_builds(tmp_path: Path, upstream: UpstreamServer) -> None:
+    plain_config = (
+        "system { worker-threads 1; }\n"
+        'listeners { listener "http" { address "127.0.0.1:0"; }; }\n'
+        'routes { route "api" { matches { path-prefix "/"; }; upstream "backend"; }; }\n'
+        f'upstreams {{ upstream "backend" {{ target "{upstream.address}"; }}; }}\n'
+    )
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "policies").mkdir()
+    with (
+        sentinel(tmp_path / "plain", plain_config) as plain,
+        sentinel(tmp_path / "policies", proxy_config(upstream.address)) as policies,
+    ):
+        for head in _HEADS:
+            got = []
+            for proxy in (plain, policies):
+                with RawClient(proxy.port) as client:
+                    client.send(head)
+                    resp = client.read_response()
+                echo = head.startswith(b"GET / ")  # the body is the request as the upstream saw it
+                body = b"" if echo else resp.body
+                got.append((_comparable(upstream.requests[-1].headers), _comparable(resp.headers), body))
+            assert got[0] == got[1], head
+            request_fields = dict(got[0][0])
+            if b"Host" in head:
+                assert request_fields["x-forwarded-host"] == "h.test"
+            else:
+                assert request_fields["host"] == upstream.address  # HTTP/1.0 without Host: the target's
+                assert "x-forwarded-host" not in request_fields

@@ -76,6 +76,12 @@ AGENT_BODY_LIMIT: Final = 1024 * 1024
 _NO_OPS: Final[tuple[tuple[str, bytes, bytes], ...]] = ()
 _BLOCKED_REASONS: Final = {BLOCK: "agent_blocked", CHALLENGE: "agent_challenge"}
 
+# Response framing fields, for `_response_framing`.
+_CHUNKED_LINE: Final = b"transfer-encoding: chunked\r\n"
+_CLOSE: Final = b"connection: close\r\n"
+_CHUNKED_CLOSE: Final = _CHUNKED_LINE + _CLOSE
+_KEEP_ALIVE: Final = b"connection: keep-alive\r\n"
+
 # How the response body is framed towards the client.
 _NO_BODY: Final = 0
 _LENGTH: Final = 1
@@ -718,8 +724,33 @@ class Exchange:
         listed = connection_tokens(connection)
         drop = ctx.upstream_drop | listed if listed else ctx.upstream_drop
         forwarded_for: bytes | None = None
-        if drop.isdisjoint(h) and b"x-forwarded-for" not in h:
-            out = list(self.headers)  # the common case: every field goes on as received
+        plain = drop.isdisjoint(h) and b"x-forwarded-for" not in h
+        if plain and not route.request_ops and not self.agent_request_ops:
+            # The common case: no body (its framing fields would be in `drop`), no upgrade (nor its
+            # Connection field), no policy: the received fields go on as they came and ours follow in the
+            # same build, in the order of the general case below.
+            trace_lines = self._trace_lines() if self.trace_id and ctx.propagate else b""
+            host = h.get(b"host")
+            if host is not None:
+                host_name, host_value = b"x-forwarded-host", host
+            else:
+                host_name, host_value = b"host", self.tried[-1].key.encode()
+            return (
+                b"%s %s HTTP/1.1\r\n%sx-forwarded-for: %s\r\nx-forwarded-proto: %s\r\n"
+                b"%s: %s\r\nx-correlation-id: %s\r\n%s\r\n"
+            ) % (
+                self.method,
+                self.raw_url,
+                field_lines(self.headers),
+                proto.client_ip_bytes,
+                ctx.scheme,
+                host_name,
+                host_value,
+                self.correlation_id.encode(),
+                trace_lines,
+            )
+        if plain:
+            out = list(self.headers)
         else:
             out = []
             for name, value in self.headers:
@@ -797,6 +828,25 @@ class Exchange:
         self.response_started = True
         # The end-to-end fields as received, then ours (header policies and agents may change them).
         proto = self.proto
+        if status != 101 and route.agents is None and not route.response_ops and not self.agent_response_ops:
+            # The common case, in one build: the same fields in the same order as below.
+            if self.trace_id and proto.ctx.traceresponse:
+                head = b"%s%sx-correlation-id: %s\r\ntraceresponse: %s\r\n%s\r\n" % (
+                    status_line(status),
+                    field_lines(fields),
+                    self.correlation_id.encode(),
+                    self.traceresponse(),
+                    self._response_framing(),
+                )
+            else:
+                head = b"%s%sx-correlation-id: %s\r\n%s\r\n" % (
+                    status_line(status),
+                    field_lines(fields),
+                    self.correlation_id.encode(),
+                    self._response_framing(),
+                )
+            self.out.append(head)  # written by flush(), see below
+            return
         out = [*fields, (b"x-correlation-id", self.correlation_id.encode())]
         if self.trace_id and proto.ctx.traceresponse:
             out.append((b"traceresponse", self.traceresponse()))
@@ -823,6 +873,14 @@ class Exchange:
         # Held until the end of this read from the upstream (flush), so that head and body leave in one
         # write when they arrived together: one syscall instead of two or three.
         self.out.append(self._response_head(out))
+
+    def _response_framing(self) -> bytes:
+        """The framing and connection fields of a response head (not for a 101)."""
+        if not self._client_keep_alive() or self.mode == _UNTIL_CLOSE:
+            return _CHUNKED_CLOSE if self.mode == _CHUNKED else _CLOSE
+        if self.http10:
+            return _KEEP_ALIVE  # never chunked: a 1.0 response without a length is close-delimited
+        return _CHUNKED_LINE if self.mode == _CHUNKED else b""
 
     def _response_head(self, headers: list[tuple[bytes, bytes]]) -> bytes:
         return b"%s%s\r\n" % (status_line(self.status), field_lines(headers))

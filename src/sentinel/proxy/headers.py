@@ -63,6 +63,9 @@ def apply_ops(headers: list[tuple[bytes, bytes]], ops: tuple[tuple[str, bytes, b
 def field_lines(fields: list[tuple[bytes, bytes]]) -> bytes:
     """`name: value\r\n` for each field. Compiled, a `%` with a literal format is a plain concatenation:
     about 40 ns a field, against 70 for `b": ".join` mapped over the list and 110 for `%` interpreted."""
+    if len(fields) == 1:  # a request with only its Host field: no list, no join
+        name, value = fields[0]
+        return b"%s: %s\r\n" % (name, value)
     return b"".join([b"%s: %s\r\n" % (name, value) for name, value in fields])
 
 
