@@ -23,7 +23,7 @@ from sentinel.logging.timestamps import THREE_DIGITS, rfc3339_ms
 if TYPE_CHECKING:
     from sentinel.proxy.exchange import Exchange
 
-FLUSH_BYTES: Final = 64 * 1024
+FLUSH_BYTES: Final = 256 * 1024
 # The optional parts of a JSON line, around their values.
 _TRACE_OPEN: Final = '"trace_id":"'
 _SPAN_OPEN: Final = '","span_id":"'

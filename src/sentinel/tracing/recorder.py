@@ -17,7 +17,7 @@ from typing import Final
 from sentinel.ipc import SPANS
 from sentinel.ipc.batch import FrameBatcher
 
-BATCH: Final = 256
+BATCH: Final = 1024
 
 
 def _as_parts(spans: list[bytes]) -> list[bytes]:
