@@ -12,8 +12,8 @@ batches of up to `max_export_batch_size` spans into one request body each and se
   ends inside it); for
   `backend "zipkin"` they are decoded and converted into a Zipkin v2 JSON array (`zipkin.ZipkinEncoder`; a span
   that cannot be read is counted as failed, the rest are sent);
-- over OTLP/gRPC (grpcio's asyncio API: one generic unary call on `GRPC_EXPORT_METHOD` with the raw bytes, no
-  generated stubs; TLS for `https://`, `headers` as metadata, gzip as gRPC compression, `timeout-ms` as deadline)
+- over OTLP/gRPC (a unary call of `GRPC_EXPORT_METHOD` with the raw bytes on an HTTP/2 connection of our own,
+  `grpc_channel`; TLS for `https://`, `headers` as metadata, gzip as gRPC compression, `timeout-ms` as deadline)
   or over HTTP with a small asyncio HTTP/1.1 client of its own that keeps its connection alive (TLS for
   `https://`, `headers`, optional gzip body with `Content-Encoding: gzip`): OTLP/HTTP (`http/protobuf`) POSTs the
   protobuf bytes to `<endpoint>/v1/traces`, Zipkin POSTs `application/json` to the endpoint URL exactly as
@@ -50,11 +50,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
-import grpc
-import grpc.aio
-
 from sentinel import __version__
 from sentinel.config.model import OtlpProtocol, TracingBackendKind, TracingConfig
+from sentinel.tracing import grpc_channel
+from sentinel.tracing.grpc_channel import GrpcChannel
 from sentinel.tracing.otlp import (
     AttrValue,
     count_framed_spans,
@@ -89,16 +88,8 @@ DROP_QUEUE_FULL: Final = "queue_full"
 DROP_SHUTDOWN: Final = "shutdown"  # offered after shutdown began, or still queued when it ended
 EXPORT_DURATION_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
-_RETRYABLE_GRPC: Final = frozenset(
-    {
-        grpc.StatusCode.CANCELLED,
-        grpc.StatusCode.DEADLINE_EXCEEDED,
-        grpc.StatusCode.ABORTED,
-        grpc.StatusCode.OUT_OF_RANGE,
-        grpc.StatusCode.UNAVAILABLE,
-        grpc.StatusCode.DATA_LOSS,
-    }
-)
+# CANCELLED, DEADLINE_EXCEEDED, ABORTED, OUT_OF_RANGE, UNAVAILABLE, DATA_LOSS
+_RETRYABLE_GRPC: Final = frozenset({1, 4, 10, 11, 14, 15})
 _RETRYABLE_HTTP: Final = frozenset({429, 502, 503, 504})
 _MAX_RESPONSE_BODY: Final = 64 * 1024  # what is kept of an answer's body (only its error text is of interest)
 _MAX_HEAD: Final = 64 * 1024
@@ -293,12 +284,9 @@ def _parse_endpoint(
     return _Endpoint(secure, parts.hostname, port, path)
 
 
-def _identity(data: bytes) -> bytes:
-    return data
-
-
 class _GrpcTransport:
-    """OTLP/gRPC: one channel (grpc reconnects it by itself), a generic unary call carrying the raw bytes."""
+    """OTLP/gRPC: unary calls of the Export method carrying the raw bytes, on a channel of our own
+    (`grpc_channel`), which opens a new connection when the old one is gone."""
 
     def __init__(
         self,
@@ -310,50 +298,37 @@ class _GrpcTransport:
         for key, value in headers:
             if not _GRPC_KEY.fullmatch(key.lower()) or key.lower().endswith("-bin") or "\n" in value:
                 raise ExporterConfigError(f"tracing header {key!r} cannot be sent as gRPC metadata")
-        self._target = endpoint.authority
-        self._secure = endpoint.secure
-        self._root_certificates = root_certificates
-        self._metadata = tuple((k.lower(), v) for k, v in headers)
-        self._compression = grpc.Compression.Gzip if use_gzip else grpc.Compression.NoCompression
-        self._channel: grpc.aio.Channel | None = None
-        self._call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] | None = None
+        context: ssl.SSLContext | None = None
+        if endpoint.secure:
+            context = ssl.create_default_context(cadata=root_certificates.decode() if root_certificates else None)
+            context.set_alpn_protocols(["h2"])
+        self._use_gzip = use_gzip
+        self._channel = GrpcChannel(
+            endpoint.host,
+            endpoint.port,
+            endpoint.authority,
+            GRPC_EXPORT_METHOD,
+            tuple((k.lower(), v) for k, v in headers),
+            f"sentinel-otlp-exporter/{__version__}",
+            context,
+            compressed=use_gzip,
+        )
 
     def prepare(self, request: bytes) -> bytes:
-        return request
-
-    def _stub(self) -> grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]:
-        if self._call is None:
-            options = [("grpc.primary_user_agent", f"sentinel-otlp-exporter/{__version__}")]
-            if self._secure:
-                creds = grpc.ssl_channel_credentials(root_certificates=self._root_certificates)
-                self._channel = grpc.aio.secure_channel(self._target, creds, options, self._compression)
-            else:
-                self._channel = grpc.aio.insecure_channel(self._target, options, self._compression)
-            self._call = self._channel.unary_unary(
-                GRPC_EXPORT_METHOD, request_serializer=_identity, response_deserializer=_identity
-            )
-        return self._call
+        return gzip.compress(request, compresslevel=6) if self._use_gzip else request
 
     async def send(self, payload: bytes, timeout: float) -> _Outcome:
-        try:
-            response = await self._stub()(payload, timeout=timeout, metadata=self._metadata)
-        except grpc.aio.AioRpcError as e:
-            code = e.code()
-            delay: float | None = None
-            trailers = e.trailing_metadata()
-            if trailers is not None:
-                for key, value in trailers:
-                    if key == "grpc-status-details-bin" and isinstance(value, bytes):
-                        delay = _retry_info_delay(value)
-            retryable = code in _RETRYABLE_GRPC or (code == grpc.StatusCode.RESOURCE_EXHAUSTED and delay is not None)
-            return _Outcome(False, retryable, delay, error=f"gRPC {code.name}: {e.details()}")
-        rejected, message = _rejected_spans(response)
+        result = await self._channel.call(payload, timeout)
+        if result.code != grpc_channel.OK:
+            delay = _retry_info_delay(result.details) if result.details else None
+            code = result.code
+            retryable = code in _RETRYABLE_GRPC or (code == grpc_channel.RESOURCE_EXHAUSTED and delay is not None)
+            return _Outcome(False, retryable, delay, error=f"gRPC {result.code_name}: {result.message}")
+        rejected, message = _rejected_spans(result.response)
         return _Outcome(True, rejected=rejected, error=message)
 
     async def close(self) -> None:
-        if self._channel is not None:
-            channel, self._channel, self._call = self._channel, None, None
-            await channel.close(grace=None)
+        await self._channel.close()
 
 
 class _HttpProtocolError(Exception):

@@ -17,7 +17,7 @@ from typing import Final
 from sentinel.ipc import SPANS
 from sentinel.ipc.batch import FrameBatcher
 
-BATCH: Final = 1024
+BATCH: Final = 512  # one export request's worth (max-export-batch-size), a quarter of the default queue
 
 
 def _as_parts(spans: list[bytes]) -> list[bytes]:
