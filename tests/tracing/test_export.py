@@ -689,8 +689,16 @@ def test_bad_headers_are_config_errors() -> None:
         SpanExporter(config("http://h:1", OtlpProtocol.HTTP_PROTOBUF, headers=(("X-A", "a\r\nb"),)), [])
     with pytest.raises(ExporterConfigError):
         SpanExporter(config("http://h:1", OtlpProtocol.HTTP_PROTOBUF, headers=(("Content-Length", "1"),)), [])
-    with pytest.raises(ExporterConfigError):
-        SpanExporter(config("http://h:1", OtlpProtocol.GRPC, headers=(("bad key", "v"),)), [])
+    for header in (
+        ("bad key", "v"),
+        ("TE", "x"),
+        ("grpc-timeout", "1S"),
+        ("Connection", "x"),
+        ("x-a", "a\rb"),
+        ("x-a", "é"),
+    ):
+        with pytest.raises(ExporterConfigError):
+            SpanExporter(config("http://h:1", OtlpProtocol.GRPC, headers=(header,)), [])
 
 
 def test_retry_after_and_retry_info_parsing() -> None:

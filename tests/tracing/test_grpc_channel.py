@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import struct
 from collections.abc import Awaitable, Callable
+from typing import cast
 
 import grpc
 import grpc.aio
@@ -67,7 +68,7 @@ def test_calls_on_one_connection_with_messages_larger_than_every_window() -> Non
     assert str(seen_metadata[0]["user-agent"]).startswith("sentinel-test/1")
 
 
-def test_a_deadline_resets_the_call_and_the_channel_goes_on() -> None:
+def test_a_deadline_with_grpcio_and_the_channel_goes_on() -> None:
     release = asyncio.Event()
 
     async def slow_once(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
@@ -124,15 +125,27 @@ def _frame(kind: int, flags: int, stream: int, payload: bytes = b"") -> bytes:
 class ScriptedServer:
     """Reads the client's frames; `script(server, stream_id, message)` answers each request."""
 
-    def __init__(self, script: Callable[[ScriptedServer, int, bytes], Awaitable[None]], settings: bytes = b"") -> None:
+    def __init__(
+        self,
+        script: Callable[[ScriptedServer, int, bytes], Awaitable[None]],
+        settings: bytes = b"",
+        on_headers: Callable[[ScriptedServer, int], None] | None = None,
+        reads: bool = True,
+    ) -> None:
+        """`on_headers(server, stream_id)` runs when a request's HEADERS arrive; with `reads` False the
+        server reads nothing after the preface (a collector that stopped reading)."""
         self.script = script
         self.settings = settings
+        self.on_headers = on_headers
+        self.reads = reads
         self.writer: asyncio.StreamWriter | None = None
         self.connections = 0
         self.frames: list[tuple[int, int, int, bytes]] = []  # what the client sent: type, flags, stream, payload
-        self.encoder = hpack.Encoder()  # Huffman and the dynamic table, as real servers use them
+        self.encoder = hpack.Encoder()  # per connection: Huffman and the dynamic table, as real servers use
         self._tasks: set[asyncio.Task[None]] = set()
         self._writers: list[asyncio.StreamWriter] = []
+        self._arrived = asyncio.Event()
+        self._stopping = asyncio.Event()
         self.window_updates = asyncio.Queue[tuple[int, int]]()  # stream, DATA bytes received
 
     async def start(self) -> int:
@@ -140,11 +153,19 @@ class ScriptedServer:
         return int(self._server.sockets[0].getsockname()[1])
 
     async def stop(self) -> None:
+        self._stopping.set()
         self._server.close()
         for writer in self._writers:
             writer.close()  # the reading task sees the end of the stream and returns
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._server.wait_closed()
+
+    async def wait_for_frame(self, frame: tuple[int, int, int, bytes]) -> None:
+        """Until the client has sent `frame` (five seconds at most)."""
+        async with asyncio.timeout(5):
+            while frame not in self.frames:
+                self._arrived.clear()
+                await self._arrived.wait()
 
     def send(self, *frames: bytes) -> None:
         assert self.writer is not None
@@ -160,8 +181,16 @@ class ScriptedServer:
         self._writers.append(writer)
         self.connections += 1
         self.writer = writer
+        self.encoder = hpack.Encoder()
         await reader.readexactly(24)  # the preface
         writer.write(_frame(0x4, 0, 0, self.settings))
+        if not self.reads:
+            writer.write(_frame(0x8, 0, 0, struct.pack(">I", 2**31 - 1 - 65_535)))  # the window wide open
+            cast(asyncio.ReadTransport, writer.transport).pause_reading()  # the socket's buffers fill up
+            await self._stopping.wait()
+            writer.close()
+            self._tasks.discard(task)
+            return
         bodies: dict[int, bytes] = {}
         try:
             while True:
@@ -169,6 +198,9 @@ class ScriptedServer:
                 high, low, kind, flags, stream = _FRAME.unpack(head)
                 payload = await reader.readexactly(high << 8 | low)
                 self.frames.append((kind, flags, stream, payload))
+                self._arrived.set()
+                if kind == 0x1 and self.on_headers is not None:
+                    self.on_headers(self, stream)
                 if kind == 0x0:  # DATA
                     bodies[stream] = bodies.get(stream, b"") + payload
                     self.window_updates.put_nowait((stream, len(payload)))
@@ -306,3 +338,90 @@ def test_pings_are_answered_and_a_tiny_window_is_respected() -> None:
     assert (0x6, 0x1, 0, b"12345678") in server.frames  # the PING's ACK
     # An OK status without a message is not an answer.
     assert [r.code for r in results] == [grpc_channel.INTERNAL] * 2, results
+
+
+def _answer_ok(server: ScriptedServer, stream: int, message: bytes = b"") -> None:
+    server.send(
+        _frame(0x1, 0x4, stream, server.headers([(":status", "200"), ("content-type", "application/grpc")])),
+        _frame(0x0, 0x0, stream, _grpc_message(message)),
+        _frame(0x1, 0x5, stream, server.headers([("grpc-status", "0")])),
+    )
+
+
+def test_a_deadline_resets_the_stream_and_the_next_call_is_answered() -> None:
+    async def script(server: ScriptedServer, stream: int, message: bytes) -> None:
+        if stream != 1:  # the first call is never answered
+            _answer_ok(server, stream, b"late but fine")
+
+    server = ScriptedServer(script)
+
+    async def main() -> None:
+        port = await server.start()
+        channel = _channel(port)
+        try:
+            result = await channel.call(b"first", timeout=0.3)
+            assert result.code == grpc_channel.DEADLINE_EXCEEDED, result
+            await server.wait_for_frame((0x3, 0, 1, struct.pack(">I", 0x8)))  # RST_STREAM(CANCEL)
+            result = await channel.call(b"second", timeout=5)
+            assert (result.code, result.response) == (grpc_channel.OK, b"late but fine")
+            assert server.connections == 1
+        finally:
+            await channel.close()
+            await server.stop()
+
+    asyncio.run(main())
+
+
+def test_an_answer_ends_a_request_that_waits_for_window() -> None:
+    # The server answers a request's HEADERS at once (as a collector without the method, or a proxy
+    # refusing the call, does) and never opens the window for its body: the call ends with the answer,
+    # not at its deadline, and the rest of the request is cancelled.
+    def refuse_second(server: ScriptedServer, stream: int) -> None:
+        if stream == 3:
+            answer = [(":status", "200"), ("grpc-status", "12"), ("grpc-message", "no such method")]
+            server.send(_frame(0x1, 0x5, stream, server.headers(answer)))
+
+    async def script(server: ScriptedServer, stream: int, message: bytes) -> None:
+        _answer_ok(server, stream)
+
+    server = ScriptedServer(script, struct.pack(">HI", 0x4, 4), on_headers=refuse_second)
+
+    async def main() -> None:
+        port = await server.start()
+        channel = _channel(port)
+        try:
+            assert (await channel.call(b"small", timeout=5)).code == grpc_channel.OK  # SETTINGS now read
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            result = await channel.call(b"x" * 100_000, timeout=30)
+            assert (result.code, result.message) == (grpc_channel.UNIMPLEMENTED, "no such method")
+            assert loop.time() - started < 10  # answered, not timed out
+            await server.wait_for_frame((0x3, 0, 3, struct.pack(">I", 0x8)))  # RST_STREAM(CANCEL)
+        finally:
+            await channel.close()
+            await server.stop()
+
+    asyncio.run(main())
+
+
+def test_a_collector_that_stops_reading_times_calls_out_one_after_another() -> None:
+    # Windows wide open but nothing read: the request fills the socket and the transport's buffer, and
+    # the call waits for the buffer to drain until its deadline. A second call on the same connection
+    # must time out the same way (a deadline must not break what later calls wait on).
+    async def script(server: ScriptedServer, stream: int, message: bytes) -> None:
+        raise AssertionError("nothing is read")
+
+    server = ScriptedServer(script, struct.pack(">HI", 0x4, 2**31 - 1), reads=False)
+
+    async def main() -> None:
+        port = await server.start()
+        channel = _channel(port)
+        try:
+            for size in (32 << 20, 10):
+                result = await channel.call(b"x" * size, timeout=0.5)
+                assert result.code == grpc_channel.DEADLINE_EXCEEDED, result
+        finally:
+            await channel.close()
+            await server.stop()
+
+    asyncio.run(main())

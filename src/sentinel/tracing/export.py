@@ -113,6 +113,22 @@ _RESERVED_HTTP_HEADERS: Final = frozenset(
 )
 
 
+# Set by the gRPC client itself, or not allowed in HTTP/2 (RFC 9113 §8.2.2).
+_RESERVED_GRPC_HEADERS: Final = frozenset(
+    {
+        "te",
+        "content-type",
+        "user-agent",
+        "host",
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+
+
 class ExporterConfigError(ValueError):
     """The tracing configuration asks for something this exporter cannot do."""
 
@@ -296,7 +312,14 @@ class _GrpcTransport:
         root_certificates: bytes | None,
     ) -> None:
         for key, value in headers:
-            if not _GRPC_KEY.fullmatch(key.lower()) or key.lower().endswith("-bin") or "\n" in value:
+            name = key.lower()
+            if (
+                not _GRPC_KEY.fullmatch(name)
+                or name.endswith("-bin")
+                or name.startswith("grpc-")
+                or name in _RESERVED_GRPC_HEADERS
+                or not (value.isascii() and value.isprintable())
+            ):
                 raise ExporterConfigError(f"tracing header {key!r} cannot be sent as gRPC metadata")
         context: ssl.SSLContext | None = None
         if endpoint.secure:

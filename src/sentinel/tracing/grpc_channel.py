@@ -29,6 +29,7 @@ import gzip
 import ssl
 import struct
 import urllib.parse
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final, cast
@@ -116,6 +117,7 @@ _DEFAULT_WINDOW: Final = 65_535
 _MAX_WINDOW: Final = 2**31 - 1
 _DEFAULT_FRAME_SIZE: Final = 16_384  # the most a frame may carry until the peer says otherwise
 _MAX_RESPONSE: Final = 4 * 1024 * 1024  # grpc's default receive limit
+_MAX_HEADER_BLOCK: Final = 256 * 1024
 # Push off; our receive window per stream as large as allowed (answers are small, but never stall).
 _CLIENT_SETTINGS: Final = struct.pack(">HIHI", 0x2, 0, _SETTINGS_INITIAL_WINDOW_SIZE, _MAX_WINDOW)
 
@@ -265,8 +267,17 @@ class _Connection(asyncio.Protocol):
         if self._header_block is not None and kind != _CONTINUATION:
             raise _ProtocolError(_PROTOCOL_ERROR, "a header block was interrupted")
         if kind == _DATA:
+            if stream_id == 0:
+                raise _ProtocolError(_PROTOCOL_ERROR, "DATA on stream 0")
             self._on_data(flags, stream_id, _unpadded(flags, payload))
+            # Flow control counts the whole payload, padding included (RFC 9113 §6.9.1).
+            self._received += len(payload)
+            if self._received > _MAX_WINDOW // 2 and self.transport is not None:
+                self.transport.write(_frame(_WINDOW_UPDATE, 0, 0, struct.pack(">I", self._received)))
+                self._received = 0
         elif kind == _HEADERS:
+            if stream_id == 0:
+                raise _ProtocolError(_PROTOCOL_ERROR, "HEADERS on stream 0")
             block = _unpadded(flags, payload)
             if flags & _PRIORITY_FLAG:
                 block = block[5:]
@@ -277,17 +288,23 @@ class _Connection(asyncio.Protocol):
             if self._header_block is None or self._header_block[0] != stream_id:
                 raise _ProtocolError(_PROTOCOL_ERROR, "CONTINUATION without HEADERS")
             self._header_block[2].append(payload)
+            if sum(map(len, self._header_block[2])) > _MAX_HEADER_BLOCK:
+                raise _ProtocolError(_PROTOCOL_ERROR, "a header block over 256 KiB")
             if flags & _END_HEADERS:
                 self._end_header_block()
         elif kind == _RST_STREAM:
+            if len(payload) != 4:
+                raise _ProtocolError(_FRAME_SIZE_ERROR, "an RST_STREAM of a wrong size")
             stream = self.streams.pop(stream_id, None)
-            if stream is not None and len(payload) == 4:
+            if stream is not None:
                 stream.reset_code = int.from_bytes(payload, "big")
-                _resolve(stream.done)
+                self._resolved(stream)
         elif kind == _SETTINGS:
             if not flags & _ACK:
                 self._on_settings(payload)
         elif kind == _PING:
+            if len(payload) != 8:
+                raise _ProtocolError(_FRAME_SIZE_ERROR, "a PING of a wrong size")
             if not flags & _ACK and self.transport is not None:
                 self.transport.write(_frame(_PING, _ACK, 0, payload))
         elif kind == _GOAWAY:
@@ -305,14 +322,9 @@ class _Connection(asyncio.Protocol):
             if len(stream.data) > _MAX_RESPONSE + 5:
                 self.reset(stream, _CANCEL)
                 stream.reset_code = -1
-                _resolve(stream.done)
-                return
-            if flags & _END_STREAM:
+                self._resolved(stream)
+            elif flags & _END_STREAM:
                 self._end_stream(stream)
-        self._received += len(data)
-        if self._received > _MAX_WINDOW // 2 and self.transport is not None:
-            self.transport.write(_frame(_WINDOW_UPDATE, 0, 0, struct.pack(">I", self._received)))
-            self._received = 0
 
     def _end_header_block(self) -> None:
         assert self._header_block is not None
@@ -336,7 +348,12 @@ class _Connection(asyncio.Protocol):
     def _end_stream(self, stream: _Stream) -> None:
         stream.ended = True
         self.streams.pop(stream.id, None)
+        self._resolved(stream)
+
+    def _resolved(self, stream: _Stream) -> None:
+        """The stream has its outcome; a request still waiting for window to send stops waiting."""
         _resolve(stream.done)
+        self._wake_senders()
 
     def _on_settings(self, payload: bytes) -> None:
         if len(payload) % 6:
@@ -359,12 +376,14 @@ class _Connection(asyncio.Protocol):
         self._wake_senders()
 
     def _on_goaway(self, payload: bytes) -> None:
+        if len(payload) < 8:
+            raise _ProtocolError(_FRAME_SIZE_ERROR, "a GOAWAY of a wrong size")
         self.going_away = True
-        last_stream = int.from_bytes(payload[:4], "big") & 0x7FFFFFFF if len(payload) >= 8 else 0
+        last_stream = int.from_bytes(payload[:4], "big") & 0x7FFFFFFF
         for stream_id in [s for s in self.streams if s > last_stream]:
             stream = self.streams.pop(stream_id)
             stream.reset_code = _REFUSED_STREAM  # never processed: safe to send again
-            _resolve(stream.done)
+            self._resolved(stream)
 
     def _on_window_update(self, stream_id: int, payload: bytes) -> None:
         if len(payload) != 4:
@@ -375,12 +394,21 @@ class _Connection(asyncio.Protocol):
                 raise _ProtocolError(_FLOW_CONTROL_ERROR, "a bad connection WINDOW_UPDATE")
             self.send_window += increment
         elif (stream := self.streams.get(stream_id)) is not None:
+            if increment == 0 or stream.send_window + increment > _MAX_WINDOW:
+                self.reset(stream, _FLOW_CONTROL_ERROR)
+                stream.reset_code = _FLOW_CONTROL_ERROR
+                self._resolved(stream)
+                return
             stream.send_window += increment
         self._wake_senders()
 
     # -- frames out ---------------------------------------------------------------------------------
 
     def open_stream(self) -> _Stream:
+        if self.closed is not None:
+            raise _ConnectionError(self.closed)
+        if self.going_away:
+            raise _ConnectionError("the server is going away (GOAWAY)")
         stream = _Stream(self.next_stream_id, self.initial_window, self._loop.create_future())
         self.next_stream_id += 2
         self.streams[stream.id] = stream
@@ -408,10 +436,8 @@ class _Connection(asyncio.Protocol):
                     self.transport.writelines(out)
                     out = []
                 await self._wait_window()
-                if self.closed is not None:
-                    raise _ConnectionError(self.closed)
-                if stream.done.done():
-                    return  # answered (or reset) before the request was sent whole
+                if self._stopped(stream):
+                    return
                 continue
             while views and room > 0:
                 frame_room = min(room, self.max_frame_size)
@@ -435,9 +461,21 @@ class _Connection(asyncio.Protocol):
             self.transport.writelines(out)
             out = []
             if self._drain_waiter is not None:
-                await self._drain_waiter
-                if self.closed is not None:
-                    raise _ConnectionError(self.closed)
+                # Shielded: a deadline here must not cancel the future that later writes wait on too.
+                await asyncio.shield(self._drain_waiter)
+                if self._stopped(stream):
+                    return
+
+    def _stopped(self, stream: _Stream) -> bool:
+        """Whether a request being sent must stop: the connection is gone (raises), or the server has
+        answered or reset the stream already (the rest of the request is cancelled)."""
+        if self.closed is not None:
+            raise _ConnectionError(self.closed)
+        if not stream.done.done():
+            return False
+        if stream.ended:
+            self.reset(stream, _CANCEL)  # answered early: the server needs no more of the request
+        return True
 
     async def _wait_window(self) -> None:
         if self._window_waiter is None or self._window_waiter.done():
@@ -450,6 +488,7 @@ class _Connection(asyncio.Protocol):
             waiter.set_result(None)
 
     def reset(self, stream: _Stream, code: int) -> None:
+        """Send RST_STREAM for a stream this side gives up (its outcome is set by the caller)."""
         self.streams.pop(stream.id, None)
         if self.transport is not None and self.closed is None:
             self.transport.write(_frame(_RST_STREAM, 0, stream.id, struct.pack(">I", code)))
@@ -534,25 +573,29 @@ class GrpcChannel:
 
     async def call(self, message: bytes, timeout: float) -> CallResult:
         """Send `message` and wait at most `timeout` seconds for the answer."""
+        deadline = asyncio.get_running_loop().time() + timeout
         try:
-            async with asyncio.timeout(timeout):
-                return await self._call(message, timeout)
+            async with asyncio.timeout_at(deadline):
+                return await self._call(message, deadline)
         except TimeoutError:
             return CallResult(DEADLINE_EXCEEDED, f"no answer within {timeout:g} s")
         except _ConnectionError as e:
             return CallResult(UNAVAILABLE, str(e))
 
-    async def _call(self, message: bytes, timeout: float) -> CallResult:
+    async def _call(self, message: bytes, deadline: float) -> CallResult:
         connection = await self._connect()
         stream = connection.open_stream()
         try:
-            block = self._fields + _literal(b"grpc-timeout", grpc_timeout(timeout))
+            remaining = deadline - asyncio.get_running_loop().time()  # the connect took some of it
+            block = self._fields + _literal(b"grpc-timeout", grpc_timeout(remaining))
             prefix = struct.pack(">BI", 1 if self._compressed else 0, len(message))
             await connection.send_request(stream, block, (prefix, message))
             await stream.done
         except BaseException:
-            if not stream.done.done():
-                connection.reset(stream, _CANCEL)  # a deadline, or the exporter shutting down
+            # A deadline, or the exporter shutting down: the stream's future may be cancelled with the
+            # task, so whether the stream is still open is read from the connection.
+            if connection.streams.get(stream.id) is stream:
+                connection.reset(stream, _CANCEL)
             raise
         if stream.reset_code is not None:
             if stream.reset_code == -1:
@@ -588,6 +631,8 @@ class GrpcChannel:
         except (OSError, ssl.SSLError) as e:
             raise _ConnectionError(f"cannot connect to {self._authority}: {e}") from None
         transport = connection.transport
+        if connection.closed is not None:  # lost while the handshake's callbacks ran
+            raise _ConnectionError(f"cannot connect to {self._authority}: {connection.closed}")
         if self._ssl is not None and transport is not None:
             ssl_object = transport.get_extra_info("ssl_object")
             if ssl_object is None or ssl_object.selected_alpn_protocol() != "h2":
@@ -613,6 +658,8 @@ def _result(stream: _Stream) -> CallResult:
     if raw_code is None or not raw_code.isdigit():
         return CallResult(INTERNAL, "the answer carries no grpc-status")
     code = int(raw_code)
+    if code >= len(CODE_NAMES):
+        code = UNKNOWN  # as grpc's clients report a code they do not know
     message = urllib.parse.unquote_to_bytes(fields.get(b"grpc-message", b"")).decode("utf-8", "replace")
     details = b""
     if b"grpc-status-details-bin" in fields:
@@ -630,6 +677,6 @@ def _result(stream: _Stream) -> CallResult:
             return CallResult(INTERNAL, "a compressed answer without a known grpc-encoding")
         try:
             response = gzip.decompress(response)
-        except (OSError, EOFError) as e:
+        except (OSError, EOFError, zlib.error) as e:
             return CallResult(INTERNAL, f"an unreadable compressed answer: {e}")
     return CallResult(OK, message, details, response)
