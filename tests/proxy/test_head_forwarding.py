@@ -120,37 +120,61 @@ _HEADS = (
     b"GET /close HTTP/1.0\r\n\r\n",
     b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
     b"GET /chunked HTTP/1.1\r\nHost: h.test\r\nConnection: close\r\n\r\n",
+    b"HEAD / HTTP/1.1\r\nHost: h.test\r\n\r\n",
+    b"GET /status/204 HTTP/1.1\r\nHost: h.test\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: h.test\r\ntraceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\n"
+    b"tracestate: k=v\r\n\r\n",
 )
 # What the general path's route adds or removes (proxy_config), and what differs from request to request
 # (the echo's length counts the added field).
 _POLICY_FIELDS = ("x-policy", "x-served-by", "set-cookie")
-_VARYING = ("x-correlation-id", "date", "content-length")
+_VARYING = ("x-correlation-id", "date", "content-length", "traceparent", "traceresponse", "uber-trace-id", "b3")
+# Tracing off; W3C trace context with traceresponse (the common path's own trace lines); every propagator
+# (the trace fields go through the general list). Spans go to a port where nothing listens.
+_TRACING = (
+    "",
+    'observability { tracing { backend "otlp" { endpoint "http://127.0.0.1:9"; }; sampling-rate 1.0; '
+    "response-headers { traceresponse #true; }; }; }\n",
+    'observability { tracing { backend "otlp" { endpoint "http://127.0.0.1:9"; }; sampling-rate 1.0; '
+    'propagation "tracecontext" "b3" "jaeger"; response-headers { traceresponse #true; }; }; }\n',
+)
 
 
 def _comparable(fields: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    return [(n.lower(), "" if n.lower() in _VARYING else v) for n, v in fields if n.lower() not in _POLICY_FIELDS]
+    return [
+        (n.lower(), "" if n.lower() in _VARYING or n.lower().startswith("x-b3-") else v)
+        for n, v in fields
+        if n.lower() not in _POLICY_FIELDS
+    ]
 
 
-def test_the_common_path_builds_the_heads_the_general_path_builds(tmp_path: Path, upstream: UpstreamServer) -> None:
+@pytest.mark.parametrize("tracing", _TRACING, ids=["untraced", "tracecontext", "all-propagators"])
+def test_the_common_path_builds_the_heads_the_general_path_builds(
+    tmp_path: Path, upstream: UpstreamServer, tracing: str
+) -> None:
     plain_config = (
         "system { worker-threads 1; }\n"
         'listeners { listener "http" { address "127.0.0.1:0"; }; }\n'
         'routes { route "api" { matches { path-prefix "/"; }; upstream "backend"; }; }\n'
         f'upstreams {{ upstream "backend" {{ target "{upstream.address}"; }}; }}\n'
+        f"{tracing}"
     )
     (tmp_path / "plain").mkdir()
     (tmp_path / "policies").mkdir()
     with (
         sentinel(tmp_path / "plain", plain_config) as plain,
-        sentinel(tmp_path / "policies", proxy_config(upstream.address)) as policies,
+        sentinel(tmp_path / "policies", proxy_config(upstream.address, extra=tracing)) as policies,
     ):
         for head in _HEADS:
             got = []
             for proxy in (plain, policies):
                 with RawClient(proxy.port) as client:
                     client.send(head)
-                    resp = client.read_response()
+                    resp = client.read_response(head_request=head.startswith(b"HEAD"))
                 echo = head.startswith(b"GET / ")  # the body is the request as the upstream saw it
+                if tracing:
+                    assert resp.header("traceresponse") is not None
+                    assert upstream.requests[-1].header("traceparent") is not None
                 body = b"" if echo else resp.body
                 got.append((_comparable(upstream.requests[-1].headers), _comparable(resp.headers), body))
             assert got[0] == got[1], head
