@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from sentinel.logging.access import millis
-from tests.support.client import request
+from sentinel.logging.access import millis, millis_bytes
+from tests.support.client import RawClient, request
 from tests.support.configs import proxy_config
 from tests.support.otlp_receivers import GrpcReceiver
 from tests.support.process import sentinel, wait_for
@@ -149,6 +149,28 @@ def test_json_lines_escape_what_the_client_sent(tmp_path: Path, upstream: Upstre
     assert list(second) == [k for k in KEYS if k != "query"]
 
 
+def test_json_lines_escape_raw_bytes_and_incoming_ids(tmp_path: Path, upstream: UpstreamServer) -> None:
+    # Bytes outside printable ASCII (llhttp lets them through in field values, not in the target) are read
+    # as Latin-1 and written as \u escapes, so the line stays ASCII; an incoming correlation id may carry a
+    # quote or a backslash (it is printable ASCII).
+    log = tmp_path / "access.log"
+    with sentinel(tmp_path, proxy_config(upstream.address, extra=access_log(f'            file "{log}"\n'))) as proc:
+        with RawClient(proc.port) as client:
+            client.send(
+                b'GET /e/"x\\y?q=\\ HTTP/1.1\r\nHost: a\r\nUser-Agent: caf\xc3\xa9\tx\r\n'
+                b'Referer: "r"\r\nX-Request-Id: id"1\\\r\n\r\n'
+            )
+            assert client.read_response().status == 200
+        wait_for(lambda: any("/e/" in ln for ln in lines(log)), what="the line")
+        (raw,) = [ln for ln in lines(log) if "/e/" in ln]
+    assert raw.isascii()
+    entry = json.loads(raw)
+    assert (entry["path"], entry["query"]) == ('/e/"x\\y', "q=\\")
+    assert (entry["user_agent"], entry["referer"]) == ("caf\u00c3\u00a9\tx", '"r"')
+    assert entry["correlation_id"] == 'id"1\\'
+    assert list(entry) == KEYS
+
+
 def test_combined_format_and_no_trace_id(tmp_path: Path, upstream: UpstreamServer) -> None:
     log = tmp_path / "access.log"
     with_id = access_log(f'            file "{log}"\n            format "combined"\n')
@@ -259,3 +281,4 @@ def test_rotation_with_sigusr1_loses_no_line(tmp_path: Path, upstream: UpstreamS
 )
 def test_duration_ms_text(ns: int, text: str) -> None:
     assert millis(ns) == text
+    assert millis_bytes(ns) == text.encode()

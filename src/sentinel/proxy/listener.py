@@ -63,7 +63,7 @@ class RouteRuntime:
     span_names: dict[bytes, bytes] = field(default_factory=dict)
     metrics: RouteMetrics | None = None  # None when metrics are off
     upstream_metrics: UpstreamMetrics | None = None
-    log_fields: str = ""  # this route's fields of an access-log line, pre-formatted
+    log_fields: bytes = b""  # this route's fields of an access-log line, pre-formatted
     agents: RouteAgents | None = None  # None: the route calls no agents
     plain: bool = False  # proxied, no agents: the request goes straight to an upstream attempt
     timeout: float | None = None  # the route's whole-request timeout
@@ -196,7 +196,7 @@ class ListenerContext:
                 span_attributes=route_attributes(r, compiled.template) if tracing is not None else b"",
                 metrics=metrics.route(r.id) if metrics is not None else None,
                 upstream_metrics=metrics.upstream(r.upstream) if metrics is not None and r.upstream else None,
-                log_fields=route_fields(r) if access_log is not None else "",
+                log_fields=route_fields(r) if access_log is not None else b"",
                 agents=route_agents,
                 plain=route_agents is None and r.builtin_handler is None and cluster is not None,
                 timeout=r.timeout_secs,
@@ -217,9 +217,9 @@ class HttpProtocol(asyncio.Protocol):
         self.client_ip_bytes = b""  # for X-Forwarded-For
         # The access log's user-agent and host fields as JSON, for the values last seen on this connection.
         self.log_ua_raw: bytes | None = None
-        self.log_ua = "null"
+        self.log_ua = b"null"
         self.log_host_raw: bytes | None = None
-        self.log_host = "null"
+        self.log_host = b"null"
         self.pipeline: collections.deque[Exchange] = collections.deque()
         self.parsing: Exchange | None = None  # the exchange whose request is being read
         self.closing = False
