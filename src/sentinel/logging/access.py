@@ -33,8 +33,10 @@ _SPAN_OPEN: Final = b'","span_id":"'
 _QUERY_OPEN: Final = b'","query":"'
 _IDS_CLOSE: Final = b'",'
 _UNROUTED_FIELDS: Final = b'"route_id":null,"upstream":null,'
-# Bytes that go into a JSON string as they are: printable ASCII but the quote and the backslash.
-_JSON_PLAIN: Final = bytes(c for c in range(0x20, 0x7F) if c not in b'"\\')
+# Each byte as "a" if it goes into a JSON string as it is (printable ASCII but the quote and the
+# backslash), else "1": a value needs no escaping when its translation `isalpha()`. (Translating with a
+# table is one pass; `translate(None, delete)` first builds a table of its own, ~1,000 instructions.)
+_JSON_PLAIN: Final = bytes(0x61 if 0x20 <= c < 0x7F and c not in b'"\\' else 0x31 for c in range(256))
 # Numbers of a line as text: statuses, and small counts and milliseconds, made once.
 _NUMBERS: Final = tuple(str(n).encode() for n in range(1024))
 _THREE_DIGITS: Final = tuple(d.encode() for d in THREE_DIGITS)
@@ -65,7 +67,7 @@ def _opt_bytes(value: bytes | None) -> bytes:
     """A header value as a JSON string (its bytes read as Latin-1), or null."""
     if value is None:
         return b"null"
-    if not value.translate(None, _JSON_PLAIN):
+    if value.translate(_JSON_PLAIN).isalpha():  # False for b"" too, which json.dumps handles
         return b'"%s"' % value
     return json.dumps(value.decode("latin-1")).encode()
 
@@ -171,7 +173,7 @@ class AccessLog:
         query = ex.query.encode("latin-1") if ex.query else b""
         cid = ex.correlation_id.encode()
         # What else the client sent is checked once, all together: nearly always nothing needs escaping.
-        if (b"%s%s%s" % (path, query, cid)).translate(None, _JSON_PLAIN):
+        if not (b"%s%s%s" % (path, query, cid)).translate(_JSON_PLAIN).isalpha():
             path, query, cid = _escaped_bytes(path), _escaped_bytes(query), _escaped_bytes(cid)
         route = ex.route
         tried = ex.tried
