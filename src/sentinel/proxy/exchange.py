@@ -11,9 +11,9 @@ import asyncio
 import functools
 import logging
 import os
-import time
 from binascii import hexlify
 from collections.abc import Callable
+from time import monotonic, time_ns
 from typing import TYPE_CHECKING, Final
 
 import httptools
@@ -185,7 +185,7 @@ class Exchange:
         self.body_buffer = []
         self.tried = []
         self.out = []
-        self.start_ns = time.time_ns()
+        self.start_ns = time_ns()
         # llhttp reports an upgrade only for CONNECT, or for an Upgrade field with `Connection: upgrade`:
         # without either, the call is skipped.
         if (b"upgrade" in h or self.method == b"CONNECT") and parser.should_upgrade():
@@ -623,7 +623,7 @@ class Exchange:
             self.client_span_id = new_span_id()  # a retry: its own CLIENT span
             self.client_span_hex = hexlify(self.client_span_id)
         if self.sampled or route.upstream_metrics is not None:
-            self.attempt_start_ns = time.time_ns()
+            self.attempt_start_ns = time_ns()
         pool = cluster.pools[target.key]
         conn = pool.take_idle()
         if conn is not None:
@@ -650,7 +650,7 @@ class Exchange:
         self.send(conn, target)
 
     def _connect_failed(self, target: TargetState, failure: str) -> None:
-        target.record_failure(_monotonic())
+        target.record_failure(monotonic())
         self.last_failure = failure
         self._attempt_ended(0, failure)
         if self.done:
@@ -909,7 +909,7 @@ class Exchange:
 
     def on_response_complete(self) -> None:
         conn, self.conn = self.conn, None
-        end_ns = time.time_ns() if self.attempt_start_ns else 0  # the attempt ends now, not after the write
+        end_ns = time_ns() if self.attempt_start_ns else 0  # the attempt ends now, not after the write
         if self.status != 101:
             if self.mode == _CHUNKED:
                 self.out.append(LAST_CHUNK)
@@ -918,7 +918,7 @@ class Exchange:
         target = self.tried[-1]
         target.inflight -= 1
         if self.status >= 500:
-            target.record_failure(_monotonic())
+            target.record_failure(monotonic())
         else:
             target.record_success()
         if self.status == 101:
@@ -967,14 +967,14 @@ class Exchange:
             return
         if self.response_started:
             # Half a response is worse than none: cut the client off so it sees the failure.
-            target.record_failure(_monotonic())
+            target.record_failure(monotonic())
             if self.proto.transport is not None:
                 self.proto.transport.abort()
             self._finish(keep_alive=False)
             return
         stale = conn is not None and conn.reused and not conn.received_any and failure in ("closed", "reset")
         if not stale:
-            target.record_failure(_monotonic())
+            target.record_failure(monotonic())
         self.last_failure = failure
         route = self.route
         assert route is not None
@@ -1110,7 +1110,7 @@ class Exchange:
         """The request is over (answered, or its client went away): its span, metrics and access-log line."""
         self._attempt_ended(0, "aborted")  # an attempt still open here was cut short
         ctx = self.proto.ctx
-        end_ns = time.time_ns()
+        end_ns = time_ns()
         if self.sampled:
             recorder = ctx.recorder
             if recorder is not None:
@@ -1153,7 +1153,7 @@ class Exchange:
         if not start:
             return
         self.attempt_start_ns = 0
-        end = end_ns or time.time_ns()
+        end = end_ns or time_ns()
         if self.sampled:
             recorder = self.proto.ctx.recorder
             if recorder is not None:
@@ -1214,6 +1214,3 @@ class Exchange:
             conn.pool.release(conn)
         else:
             conn.abort()
-
-
-_monotonic: Final = time.monotonic

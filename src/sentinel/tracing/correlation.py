@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import random
-import time
 import uuid
 from collections.abc import Callable, Mapping
+from time import time as _time
 from typing import Final
 
 from sentinel.config.model import TraceIdFormat
@@ -46,7 +46,7 @@ def tinyflake() -> str:
     pairs, tried before, cost more in cache misses (random entries of a 3,364-string table) than the
     four divisions it saved.
     """
-    now = int(time.time())
+    now = int(_time())
     second = _SECOND
     if second.unix != now:
         second.text = base58(now % _TIME_MODULUS, 3)

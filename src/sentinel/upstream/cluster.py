@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import time
+from time import monotonic
 
 from sentinel.config.model import LoadBalancing, UpstreamConfig
 from sentinel.upstream.balancer import Balancer, make_balancer
@@ -47,7 +47,7 @@ class Cluster:
                 value = headers.get(self.hash_header)
                 if value is not None:
                     key = value.decode("latin-1")
-        return self.balancer.pick(time.monotonic(), key, exclude)
+        return self.balancer.pick(monotonic(), key, exclude)
 
     def set_health(self, target_key: str, healthy: bool) -> None:
         for t in self.targets:
