@@ -544,6 +544,33 @@ CASES = [
         words=("http:// or https://",),
     ),
     Case(
+        "a gRPC exporter header the client sets itself",
+        OK_LISTENERS + 'observability {\n    tracing {\n        backend "otlp" {\n'
+        '            endpoint "http://collector:4317"\n            headers {\n                te "x"\n'
+        "            }\n        }\n    }\n}\n",
+        line=9,
+        path="backend > headers > te",
+        words=('header "te"', "set by the gRPC client itself"),
+    ),
+    Case(
+        "a gRPC exporter header that is not ASCII",
+        OK_LISTENERS + 'observability {\n    tracing {\n        backend "otlp" {\n'
+        '            protocol "grpc"\n            headers {\n                x-tenant "caf\u00e9"\n'
+        "            }\n        }\n    }\n}\n",
+        line=9,
+        path="backend > headers > x-tenant",
+        words=('header "x-tenant"', "printable ASCII"),
+    ),
+    Case(
+        "an OTLP/HTTP exporter header the exporter sets itself",
+        OK_LISTENERS + 'observability {\n    tracing {\n        backend "otlp" {\n'
+        '            protocol "http/protobuf"\n            headers {\n                Content-Type "x"\n'
+        "            }\n        }\n    }\n}\n",
+        line=9,
+        path="backend > headers > Content-Type",
+        words=('header "Content-Type"', "set by the exporter itself"),
+    ),
+    Case(
         "sampling rate negative",
         OK_LISTENERS + 'observability {\n    tracing {\n        backend "otlp"\n        sampling-rate -0.1\n    }\n}\n',
         line=7,

@@ -41,7 +41,6 @@ import email.utils
 import gzip
 import logging
 import random
-import re
 import ssl
 import time
 import urllib.parse
@@ -53,6 +52,7 @@ from typing import Final, Protocol
 from sentinel import __version__
 from sentinel.config.model import OtlpProtocol, TracingBackendKind, TracingConfig
 from sentinel.tracing import grpc_channel
+from sentinel.tracing.export_headers import TOKEN, header_problem
 from sentinel.tracing.grpc_channel import GrpcChannel
 from sentinel.tracing.otlp import (
     AttrValue,
@@ -94,39 +94,6 @@ _RETRYABLE_HTTP: Final = frozenset({429, 502, 503, 504})
 _MAX_RESPONSE_BODY: Final = 64 * 1024  # what is kept of an answer's body (only its error text is of interest)
 _MAX_HEAD: Final = 64 * 1024
 _LOG_INTERVAL: Final = 30.0
-_TOKEN: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-_GRPC_KEY: Final = re.compile(r"[0-9a-z_.-]+")
-_RESERVED_HTTP_HEADERS: Final = frozenset(
-    {
-        "host",
-        "content-length",
-        "content-type",
-        "content-encoding",
-        "transfer-encoding",
-        "connection",
-        "te",
-        "upgrade",
-        "keep-alive",
-        "trailer",
-        "proxy-connection",
-    }
-)
-
-
-# Set by the gRPC client itself, or not allowed in HTTP/2 (RFC 9113 §8.2.2).
-_RESERVED_GRPC_HEADERS: Final = frozenset(
-    {
-        "te",
-        "content-type",
-        "user-agent",
-        "host",
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "transfer-encoding",
-        "upgrade",
-    }
-)
 
 
 class ExporterConfigError(ValueError):
@@ -312,15 +279,9 @@ class _GrpcTransport:
         root_certificates: bytes | None,
     ) -> None:
         for key, value in headers:
-            name = key.lower()
-            if (
-                not _GRPC_KEY.fullmatch(name)
-                or name.endswith("-bin")
-                or name.startswith("grpc-")
-                or name in _RESERVED_GRPC_HEADERS
-                or not (value.isascii() and value.isprintable())
-            ):
-                raise ExporterConfigError(f"tracing header {key!r} cannot be sent as gRPC metadata")
+            problem = header_problem(key, value, grpc=True)
+            if problem is not None:
+                raise ExporterConfigError(f"tracing header {key!r} {problem}")
         context: ssl.SSLContext | None = None
         if endpoint.secure:
             context = ssl.create_default_context(cadata=root_certificates.decode() if root_certificates else None)
@@ -374,10 +335,9 @@ class _HttpTransport:
     ) -> None:
         extra = []
         for key, value in headers:
-            if not _TOKEN.fullmatch(key) or any(c in value for c in "\r\n\0"):
-                raise ExporterConfigError(f"tracing header {key!r} is not a valid HTTP header")
-            if key.lower() in _RESERVED_HTTP_HEADERS:
-                raise ExporterConfigError(f"tracing header {key!r} is set by the exporter itself")
+            problem = header_problem(key, value, grpc=False)
+            if problem is not None:
+                raise ExporterConfigError(f"tracing header {key!r} {problem}")
             extra.append(f"{key}: {value}\r\n")
         self._endpoint = endpoint
         self._gzip = use_gzip
@@ -476,7 +436,7 @@ class _HttpTransport:
             if line == b"\r\n":
                 return status, version, headers
             name, sep, value = line.decode("latin-1").partition(":")
-            if not sep or not _TOKEN.fullmatch(name):
+            if not sep or not TOKEN.fullmatch(name):
                 raise _HttpProtocolError(f"bad header line {line[:100]!r}")
             key = name.lower()
             value = value.strip()

@@ -22,6 +22,7 @@ from sentinel.config.model import (
 )
 from sentinel.config.reader import Block, ConfigNode, pick
 from sentinel.config.sections.listeners import read_address
+from sentinel.tracing.export_headers import header_problem
 
 BACKENDS = {
     "otlp": TracingBackendKind.OTLP,
@@ -159,7 +160,9 @@ def _read_backend(node: ConfigNode) -> TracingBackend | None:
         endpoint = endpoint or ZIPKIN_DEFAULT_ENDPOINT
     elif protocol is None:
         protocol = infer_otlp_protocol(endpoint)
-    headers = _read_headers(b.block("headers"))
+    headers = _read_headers(
+        b.block("headers"), grpc=kind is not TracingBackendKind.ZIPKIN and protocol is OtlpProtocol.GRPC
+    )
     viewer = _read_viewer(b) if kind is TracingBackendKind.EMBEDDED else None
     if kind is not TracingBackendKind.EMBEDDED:
         for key in ("ui", "db", "retention-hours", "max-size-mb"):
@@ -210,14 +213,19 @@ def _none_if_none(value: str | None) -> str | None:
     return None if value == "none" else value
 
 
-def _read_headers(node: ConfigNode | None) -> tuple[tuple[str, str], ...]:
-    """`headers { "authorization" "Bearer x"; x-scope-orgid "tenant" }`: one node per header."""
+def _read_headers(node: ConfigNode | None, grpc: bool) -> tuple[tuple[str, str], ...]:
+    """`headers { "authorization" "Bearer x"; x-scope-orgid "tenant" }`: one node per header, each one that
+    the backend's protocol can carry (gRPC metadata or HTTP fields)."""
     if node is None:
         return ()
     headers: list[tuple[str, str]] = []
     for child in node.children:
         if child.children or child.properties or len(child.args) != 1 or not isinstance(child.args[0], str):
             child.error(f'header "{child.name}" takes one string value, e.g. "{child.name}" "value"')
+            continue
+        problem = header_problem(child.name, str(child.args[0]), grpc)
+        if problem is not None:
+            child.error(f'header "{child.name}" {problem}')
             continue
         headers.append((child.name.lower(), str(child.args[0])))
     return tuple(headers)
