@@ -12,6 +12,7 @@ _GRPC_KEY: Final = re.compile(r"[0-9a-z_.-]+")  # an ASCII metadata key (gRPC PR
 _RESERVED_HTTP: Final = frozenset(
     {
         "host",
+        "user-agent",
         "content-length",
         "content-type",
         "content-encoding",
@@ -36,16 +37,21 @@ _RESERVED_GRPC: Final = frozenset(
         "proxy-connection",
         "transfer-encoding",
         "upgrade",
+        "content-length",
     }
 )
 
 
 def header_problem(name: str, value: str, grpc: bool) -> str | None:
     """Why the header `name: value` cannot be sent over OTLP/gRPC (`grpc`) or HTTP; None if it can."""
+    if not name.isascii():
+        return "is not an ASCII name"
     lower = name.lower()
     if grpc:
-        if not _GRPC_KEY.fullmatch(lower) or lower.endswith("-bin"):
-            return "is not an ASCII gRPC metadata key (lower-case letters, digits, '_', '.', '-')"
+        if lower.endswith("-bin"):
+            return "is binary (-bin) metadata, which the exporter does not send"
+        if not _GRPC_KEY.fullmatch(lower):
+            return "is not a gRPC metadata key (letters, digits, '_', '.', '-')"
         if lower.startswith("grpc-") or lower in _RESERVED_GRPC:
             return "is set by the gRPC client itself"
         if not (value.isascii() and value.isprintable()):
@@ -53,8 +59,8 @@ def header_problem(name: str, value: str, grpc: bool) -> str | None:
         return None
     if not TOKEN.fullmatch(name):
         return "is not a valid HTTP field name"
-    if any(c in value for c in "\r\n\0"):
-        return "has a line break or NUL in its value"
+    if not all(c == "\t" or " " <= c <= "~" or "\x80" <= c <= "\xff" for c in value):
+        return "must be Latin-1 text without control characters (but tab) in its value"
     if lower in _RESERVED_HTTP:
         return "is set by the exporter itself"
     return None
