@@ -684,31 +684,29 @@ def test_bad_endpoints_are_config_errors(endpoint: str) -> None:
         SpanExporter(config(endpoint, OtlpProtocol.GRPC), [])
 
 
-def test_bad_headers_are_config_errors() -> None:
+@pytest.mark.parametrize(
+    ("protocol", "header"),
+    [
+        (OtlpProtocol.HTTP_PROTOBUF, ("X-A", "a\r\nb")),
+        (OtlpProtocol.HTTP_PROTOBUF, ("Content-Length", "1")),
+        (OtlpProtocol.HTTP_PROTOBUF, ("User-Agent", "x")),
+        (OtlpProtocol.HTTP_PROTOBUF, ("X-A", "euro \u20ac")),
+        (OtlpProtocol.HTTP_PROTOBUF, ("X-A", "a\x01b")),
+        (OtlpProtocol.HTTP_PROTOBUF, ("K\u212a", "v")),
+        (OtlpProtocol.GRPC, ("bad key", "v")),
+        (OtlpProtocol.GRPC, ("TE", "x")),
+        (OtlpProtocol.GRPC, ("grpc-timeout", "1S")),
+        (OtlpProtocol.GRPC, ("Connection", "x")),
+        (OtlpProtocol.GRPC, ("x-a", "a\rb")),
+        (OtlpProtocol.GRPC, ("x-a", "é")),
+        (OtlpProtocol.GRPC, ("content-length", "1")),
+        (OtlpProtocol.GRPC, ("k\u212a", "v")),
+        (OtlpProtocol.GRPC, ("x-data-bin", "AAAA")),
+    ],
+)
+def test_bad_headers_are_config_errors(protocol: OtlpProtocol, header: tuple[str, str]) -> None:
     with pytest.raises(ExporterConfigError):
-        SpanExporter(config("http://h:1", OtlpProtocol.HTTP_PROTOBUF, headers=(("X-A", "a\r\nb"),)), [])
-    for header in (
-        ("Content-Length", "1"),
-        ("User-Agent", "x"),
-        ("X-A", "euro \u20ac"),
-        ("X-A", "a\x01b"),
-        ("K\u212a", "v"),
-    ):
-        with pytest.raises(ExporterConfigError):
-            SpanExporter(config("http://h:1", OtlpProtocol.HTTP_PROTOBUF, headers=(header,)), [])
-    for header in (
-        ("bad key", "v"),
-        ("TE", "x"),
-        ("grpc-timeout", "1S"),
-        ("Connection", "x"),
-        ("x-a", "a\rb"),
-        ("x-a", "é"),
-        ("content-length", "1"),
-        ("k\u212a", "v"),
-        ("x-data-bin", "AAAA"),
-    ):
-        with pytest.raises(ExporterConfigError):
-            SpanExporter(config("http://h:1", OtlpProtocol.GRPC, headers=(header,)), [])
+        SpanExporter(config("http://h:1", protocol, headers=(header,)), [])
 
 
 def test_retry_after_and_retry_info_parsing() -> None:

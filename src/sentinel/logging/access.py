@@ -63,11 +63,16 @@ def _header(ex: Exchange, name: bytes) -> str | None:
     return None if value is None else value.decode("latin-1")
 
 
+def _json_plain(data: bytes) -> bool:
+    """Whether `data` goes into a JSON string as it is (False for b"", which the escaping path handles)."""
+    return data.translate(_JSON_PLAIN).isalpha()
+
+
 def _opt_bytes(value: bytes | None) -> bytes:
     """A header value as a JSON string (its bytes read as Latin-1), or null."""
     if value is None:
         return b"null"
-    if value.translate(_JSON_PLAIN).isalpha():  # False for b"" too, which json.dumps handles
+    if _json_plain(value):
         return b'"%s"' % value
     return json.dumps(value.decode("latin-1")).encode()
 
@@ -81,17 +86,16 @@ def _opt(text: str | None) -> str:
 
 
 def millis_bytes(ns: int) -> bytes:
-    """`millis`, as bytes."""
+    """A duration in milliseconds with three decimals, rounded half up: what `f"{ns / 1e6:.3f}"` gives
+    (but for exact halves), from tables rather than a format spec (compiled, a format spec makes the
+    build a `str.format` call). A negative duration (the wall clock stepped back) is logged as 0."""
     us = (ns + 500) // 1000 if ns > 0 else 0
     return b"%s.%s" % (_number(us // 1000), _THREE_DIGITS[us % 1000])
 
 
 def millis(ns: int) -> str:
-    """A duration in milliseconds with three decimals, rounded half up: what `f"{ns / 1e6:.3f}"` gives
-    (but for exact halves), without the format spec, which makes mypyc build the whole line with
-    `str.format` (about 1 µs a line). A negative duration (the wall clock stepped back) is logged as 0."""
-    us = (ns + 500) // 1000 if ns > 0 else 0
-    return f"{us // 1000}.{THREE_DIGITS[us % 1000]}"
+    """`millis_bytes` as text (the combined format)."""
+    return millis_bytes(ns).decode()
 
 
 def route_fields(route: RouteConfig) -> bytes:
@@ -100,16 +104,8 @@ def route_fields(route: RouteConfig) -> bytes:
 
 
 class _TimeCache:
-    """A formatted timestamp and the time unit (second or millisecond) it was made for."""
+    """A formatted timestamp (ASCII) and the time unit (second or millisecond) it was made for."""
 
-    __slots__ = ("text", "unit")
-
-    def __init__(self) -> None:
-        self.unit = -1
-        self.text = ""
-
-
-class _BytesTimeCache:
     __slots__ = ("text", "unit")
 
     def __init__(self) -> None:
@@ -133,7 +129,7 @@ class AccessLog:
         self._rate = config.sample_rate
         self._errors_always = config.sample_errors_always
         self._random = rng
-        self._iso = _BytesTimeCache()
+        self._iso = _TimeCache()
         self._clf = _TimeCache()
         self._targets: dict[str, bytes] = {}
 
@@ -173,7 +169,7 @@ class AccessLog:
         query = ex.query.encode("latin-1") if ex.query else b""
         cid = ex.correlation_id.encode()
         # What else the client sent is checked once, all together: nearly always nothing needs escaping.
-        if not (b"%s%s%s" % (path, query, cid)).translate(_JSON_PLAIN).isalpha():
+        if not _json_plain(b"%s%s%s" % (path, query, cid)):
             path, query, cid = _escaped_bytes(path), _escaped_bytes(query), _escaped_bytes(cid)
         route = ex.route
         tried = ex.tried
@@ -232,11 +228,12 @@ class AccessLog:
         if cache.unit != second:
             t = time.gmtime(second)
             cache.unit = second
-            cache.text = f"{t.tm_mday:02d}/{_MONTHS[t.tm_mon - 1]}/{t.tm_year}:{time.strftime('%H:%M:%S', t)} +0000"
+            text = f"{t.tm_mday:02d}/{_MONTHS[t.tm_mon - 1]}/{t.tm_year}:{time.strftime('%H:%M:%S', t)} +0000"
+            cache.text = text.encode()
         target = ex.path + ("?" + ex.query if ex.query else "")
         trace = f" {ex.trace_hex}" if self.with_trace and ex.trace_id else ""
         return (
-            f'{ex.proto.client_ip} - - [{cache.text}] "{_clf(ex.method.decode("latin-1"))} {_clf(target)} '
+            f'{ex.proto.client_ip} - - [{cache.text.decode()}] "{_clf(ex.method.decode("latin-1"))} {_clf(target)} '
             f'{"HTTP/1.0" if ex.http10 else "HTTP/1.1"}" {ex.status} {ex.response_bytes} '
             f'"{_clf(_header(ex, b"referer") or "-")}" "{_clf(_header(ex, b"user-agent") or "-")}"'
             f"{trace} {millis(end_ns - ex.start_ns)}ms\n"

@@ -88,8 +88,16 @@ DROP_QUEUE_FULL: Final = "queue_full"
 DROP_SHUTDOWN: Final = "shutdown"  # offered after shutdown began, or still queued when it ended
 EXPORT_DURATION_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
-# CANCELLED, DEADLINE_EXCEEDED, ABORTED, OUT_OF_RANGE, UNAVAILABLE, DATA_LOSS
-_RETRYABLE_GRPC: Final = frozenset({1, 4, 10, 11, 14, 15})
+_RETRYABLE_GRPC: Final = frozenset(
+    {
+        grpc_channel.CANCELLED,
+        grpc_channel.DEADLINE_EXCEEDED,
+        grpc_channel.ABORTED,
+        grpc_channel.OUT_OF_RANGE,
+        grpc_channel.UNAVAILABLE,
+        grpc_channel.DATA_LOSS,
+    }
+)
 _RETRYABLE_HTTP: Final = frozenset({429, 502, 503, 504})
 _MAX_RESPONSE_BODY: Final = 64 * 1024  # what is kept of an answer's body (only its error text is of interest)
 _MAX_HEAD: Final = 64 * 1024
@@ -267,6 +275,14 @@ def _parse_endpoint(
     return _Endpoint(secure, parts.hostname, port, path)
 
 
+def _check_headers(headers: Sequence[tuple[str, str]], grpc: bool) -> None:
+    """The config reader refuses these already; a programmatic config gets the same rules here."""
+    for key, value in headers:
+        problem = header_problem(key, value, grpc)
+        if problem is not None:
+            raise ExporterConfigError(f"tracing header {key!r} {problem}")
+
+
 class _GrpcTransport:
     """OTLP/gRPC: unary calls of the Export method carrying the raw bytes, on a channel of our own
     (`grpc_channel`), which opens a new connection when the old one is gone."""
@@ -278,10 +294,7 @@ class _GrpcTransport:
         use_gzip: bool,
         root_certificates: bytes | None,
     ) -> None:
-        for key, value in headers:
-            problem = header_problem(key, value, grpc=True)
-            if problem is not None:
-                raise ExporterConfigError(f"tracing header {key!r} {problem}")
+        _check_headers(headers, grpc=True)
         context: ssl.SSLContext | None = None
         if endpoint.secure:
             context = ssl.create_default_context(cadata=root_certificates.decode() if root_certificates else None)
@@ -333,12 +346,8 @@ class _HttpTransport:
         otlp_answers: bool = True,
         user_agent: str = f"sentinel-otlp-exporter/{__version__}",
     ) -> None:
-        extra = []
-        for key, value in headers:
-            problem = header_problem(key, value, grpc=False)
-            if problem is not None:
-                raise ExporterConfigError(f"tracing header {key!r} {problem}")
-            extra.append(f"{key}: {value}\r\n")
+        _check_headers(headers, grpc=False)
+        extra = [f"{key}: {value}\r\n" for key, value in headers]
         self._endpoint = endpoint
         self._gzip = use_gzip
         self._otlp_answers = otlp_answers
