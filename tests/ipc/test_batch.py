@@ -56,8 +56,9 @@ def test_a_batch_is_dropped_and_counted_when_the_supervisor_is_behind() -> None:
         recorder = SpanRecorder(writer.writelines, lambda: pending[0])
         for n in range(1, 4):
             recorder.record(framed_span(n))
+        recorder.record(framed_span(4) + framed_span(5))  # a request's spans travel as one item
         recorder.flush()
-        assert recorder.dropped == 3
+        assert recorder.dropped == 5  # spans, not items
         pending[0] = 0
         recorder.record(framed_span(9))
         recorder.flush()

@@ -26,6 +26,7 @@ T = TypeVar("T", bytes, str)
 
 class FrameBatcher(Generic[T]):
     __slots__ = (
+        "_count",
         "_items",
         "_kind",
         "_max_bytes",
@@ -45,19 +46,22 @@ class FrameBatcher(Generic[T]):
         send_buffer_size: Callable[[], int],
         max_items: int = 1 << 30,
         max_bytes: int = 1 << 30,
+        count: Callable[[list[T]], int] = len,
     ) -> None:
         """`pack` turns a batch into the buffers that make the payload of one frame of type `kind` (it may
         return the batch's own list); `send` writes a frame, as a list of buffers, to the control socket;
-        `send_buffer_size` says how much is still waiting there."""
+        `send_buffer_size` says how much is still waiting there; `count` says how many records a dropped
+        batch held (an item may hold several)."""
         self._kind = kind
         self._pack: Callable[[list[T]], list[bytes]] = pack
         self._send = send
         self._send_buffer_size = send_buffer_size
         self._max_items = max_items
         self._max_bytes = max_bytes
+        self._count: Callable[[list[T]], int] = count
         self._items: list[T] = []
         self._size = 0
-        self.dropped = 0  # items dropped because the supervisor was behind
+        self.dropped = 0  # records dropped because the supervisor was behind
 
     def add(self, item: T) -> None:
         items = self._items
@@ -73,7 +77,7 @@ class FrameBatcher(Generic[T]):
         self._items = []
         self._size = 0
         if self._send_buffer_size() > MAX_PENDING_BYTES:
-            self.dropped += len(items)
+            self.dropped += self._count(items)
             return
         parts = self._pack(items)
         size = 0

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import json
 from http import HTTPStatus
+from typing import Final
 
-_REASONS = {s.value: s.phrase for s in HTTPStatus}
+_REASONS: Final = {s.value: s.phrase for s in HTTPStatus}
 
 
 def reason(status: int) -> str:
     return _REASONS.get(status, "Unknown")
 
 
-_STATUS_LINES = {code: b"HTTP/1.1 %d %s\r\n" % (code, phrase.encode()) for code, phrase in _REASONS.items()}
+_STATUS_LINES: Final = {code: b"HTTP/1.1 %d %s\r\n" % (code, phrase.encode()) for code, phrase in _REASONS.items()}
 
 
 def status_line(status: int) -> bytes:

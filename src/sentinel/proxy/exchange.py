@@ -61,7 +61,7 @@ if TYPE_CHECKING:
     from sentinel.upstream.connection import TargetPool, UpstreamConnection
     from sentinel.upstream.target import TargetState
 
-log = logging.getLogger("sentinel.proxy")
+log: Final = logging.getLogger("sentinel.proxy")
 
 IDEMPOTENT: Final = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
 _INCOMING_ID_HEADERS: Final = tuple(h.encode() for h in INCOMING_HEADERS)
@@ -148,6 +148,7 @@ class Exchange:
     span_id = b""  # the SERVER span of this request
     client_span_id = b""  # the CLIENT span of the current upstream attempt
     client_span_hex = b""  # and its hex text
+    client_spans = b""  # sampled: the CLIENT spans of ended attempts, recorded with the SERVER span
     sampled = False
     # Agents (SPEC §5): the round out now, header ops for both directions, and a response held back
     # while response agents decide (its head, the phases left, the raw body, whether it ended).
@@ -1154,10 +1155,9 @@ class Exchange:
             return
         self.attempt_start_ns = 0
         end = end_ns or time_ns()
-        if self.sampled:
-            recorder = self.proto.ctx.recorder
-            if recorder is not None:
-                recorder.record(client_span(self, self.tried[-1], self.client_span_id, start, end, status, error))
+        if self.sampled and self.proto.ctx.recorder is not None:
+            span = client_span(self, self.tried[-1], self.client_span_id, start, end, status, error)
+            self.client_spans = self.client_spans + span if self.client_spans else span
         route = self.route
         if route is not None and route.upstream_metrics is not None:
             route.upstream_metrics.observe(status, error, (end - start) / 1e9)

@@ -26,7 +26,7 @@ REPLACED_DOWNSTREAM: Final = frozenset({b"x-correlation-id"})
 
 
 _EMPTY: Final[frozenset[bytes]] = frozenset()
-_token_cache: dict[bytes, frozenset[bytes]] = {}
+_token_cache: Final[dict[bytes, frozenset[bytes]]] = {}
 
 
 def connection_tokens(value: bytes | None) -> frozenset[bytes]:

@@ -30,7 +30,7 @@ from sentinel.tracing.correlation import generator
 from sentinel.tracing.policy import TracePolicy
 from sentinel.tracing.propagators import B3_HEADERS, JAEGER_HEADERS, parse_b3, parse_jaeger
 from sentinel.tracing.recorder import SpanRecorder
-from sentinel.tracing.spans import connection_attributes, route_attributes
+from sentinel.tracing.spans import ByMethod, connection_attributes, route_attributes
 
 if TYPE_CHECKING:
     from sentinel.agents.manager import AgentManager, RouteAgents
@@ -59,8 +59,9 @@ class RouteRuntime:
     max_attempts: int
     trace: TracePolicy | None  # None when tracing is not configured
     span_attributes: bytes  # the SERVER-span attributes constant for this route, pre-encoded
-    # request method -> the SERVER span's name and kind fields, encoded on first use (tracing/spans.py)
-    span_names: dict[bytes, bytes] = field(default_factory=dict)
+    # request method -> the SERVER span's name and kind fields, and its method attribute with
+    # `span_attributes`, encoded on first use (tracing/spans.py)
+    span_names: ByMethod = field(default_factory=ByMethod)
     metrics: RouteMetrics | None = None  # None when metrics are off
     upstream_metrics: UpstreamMetrics | None = None
     log_fields: bytes = b""  # this route's fields of an access-log line, pre-formatted

@@ -48,7 +48,7 @@ _ANY_VERSION: Final = re.compile(rb"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-
 #   value            = 0*255( %x20 / nblk-chr ) nblk-chr ; nblk-chr = %x21-2B / %x2D-3C / %x3E-7E
 # A value's trailing spaces are OWS, not part of it, so stripping the member first is what the spec
 # means; its leading spaces are kept. A tab anywhere inside is invalid.
-_MEMBER = re.compile(
+_MEMBER: Final = re.compile(
     rb"([a-z][a-z0-9_\-*/]{0,255}|[a-z0-9][a-z0-9_\-*/]{0,240}@[a-z][a-z0-9_\-*/]{0,13})"
     rb"=[\x20-\x2b\x2d-\x3c\x3e-\x7e]{0,255}[\x21-\x2b\x2d-\x3c\x3e-\x7e]"
 ).fullmatch

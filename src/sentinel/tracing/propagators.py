@@ -12,13 +12,14 @@ from __future__ import annotations
 import re
 from binascii import unhexlify
 from collections.abc import Mapping
+from typing import Final
 from urllib.parse import unquote_to_bytes
 
 from sentinel.tracing.context import FLAG_SAMPLED, SpanContext
 
-_HEX = re.compile(rb"[0-9a-f]{1,32}")
-_B3_SINGLE = re.compile(rb"([0-9a-f]{16}|[0-9a-f]{32})-([0-9a-f]{16})(?:-([01d]))?(?:-([0-9a-f]{16}))?")
-_B3_SAMPLED = {b"1": True, b"true": True, b"d": True, b"0": False, b"false": False}
+_HEX: Final = re.compile(rb"[0-9a-f]{1,32}")
+_B3_SINGLE: Final = re.compile(rb"([0-9a-f]{16}|[0-9a-f]{32})-([0-9a-f]{16})(?:-([01d]))?(?:-([0-9a-f]{16}))?")
+_B3_SAMPLED: Final = {b"1": True, b"true": True, b"d": True, b"0": False, b"false": False}
 
 B3_HEADERS = frozenset({b"b3", b"x-b3-traceid", b"x-b3-spanid", b"x-b3-parentspanid", b"x-b3-sampled", b"x-b3-flags"})
 JAEGER_HEADERS = frozenset({b"uber-trace-id"})

@@ -4,6 +4,8 @@ Built only for sampled requests, at the end of each upstream attempt and of the 
 OTLP bytes framed for the recorder (`otlp.framed_span_head`): what is the same for every request of a
 method, status, route, connection or target is encoded once and cached, so that a span is a handful of
 lookups and one join of its pieces (fields in field-number order, as `otlp.encode_span` writes them).
+The CLIENT spans wait on the exchange (`Exchange.client_spans`) and go to the recorder as the last piece
+of the SERVER span's join: one hand-off per request.
 
 The join is a bytes `%` with only `%s`: compiled, that is one allocation and a copy per piece, where
 `b"".join` takes and releases a buffer per piece (about four times the instructions for a span).
@@ -15,9 +17,13 @@ from typing import TYPE_CHECKING, Final
 
 from sentinel.config.model import RouteConfig
 from sentinel.tracing.otlp import (
+    BYTE,
+    END_LOW,
     IDS_AND_TIMES_SIZE,
     PARENT_SPAN_ID_HEAD,
     SPAN_ID_HEAD,
+    START_LOW,
+    STRING_HEAD_SLOTS,
     TRACE_ID_HEAD,
     AttrValue,
     SpanKind,
@@ -28,17 +34,19 @@ from sentinel.tracing.otlp import (
     int_attribute,
     span_name_and_kind,
     span_status_and_flags,
-    span_times,
     span_trace_state,
     string_attribute,
     string_attribute_head,
+    string_attribute_heads,
+    time_high_bytes,
 )
 
 if TYPE_CHECKING:
     from sentinel.proxy.exchange import Exchange
+    from sentinel.proxy.listener import RouteRuntime
     from sentinel.upstream.target import TargetState
 
-_PROTOCOL_VERSION = {True: "1.0", False: "1.1"}
+_PROTOCOL_VERSION: Final = {True: "1.0", False: "1.1"}
 
 # Span.flags: W3C flags in the low byte; 0x100 says whether the parent is remote is known, 0x200 that it is.
 _SAMPLED: Final = 0x01
@@ -47,34 +55,65 @@ _IS_REMOTE: Final = 0x200
 _RANDOM: Final = 0x02
 _PARENT_FIELD_SIZE: Final = 10  # PARENT_SPAN_ID_HEAD and an 8-byte id
 
-# Caches keyed by what a request brings (its method, the upstream's status): llhttp accepts a fixed set of
-# methods and statuses have three digits, so they stay small; the bound is there all the same.
+# Caches keyed by what a request brings. Its method: llhttp accepts a fixed set, so the dicts stay small;
+# the bound is there all the same. The upstream's status (three digits, or 0 for none) and small body sizes
+# index lists instead: a dict would box the int and hash it, ~400 instructions a lookup.
 _CACHE_MAX: Final = 1024
+_STATUSES: Final = 1000
 
 
-def _cached(cache: dict[bytes, bytes] | dict[int, bytes], key: bytes | int, value: bytes) -> bytes:
-    if len(cache) < _CACHE_MAX:
-        cache[key] = value  # type: ignore[index]
-    return value
+class SpanStart:
+    """What starts a span for one request method: its name and kind fields, and the attributes that
+    depend only on the method (and, for a SERVER span, its route)."""
+
+    __slots__ = ("attributes", "name")
+
+    def __init__(self, name: bytes, attributes: bytes) -> None:
+        self.name = name
+        self.attributes = attributes
 
 
-# request method -> the CLIENT span's name and kind fields
-_CLIENT_NAMES: dict[bytes, bytes] = {}
-# request method -> its `http.request.method` attribute
-_METHOD_ATTRIBUTES: dict[bytes, bytes] = {}
-# (unrouted requests) method -> the SERVER span's name and kind fields
-_UNROUTED_NAMES: dict[bytes, bytes] = {}
-# response status -> its `http.response.status_code` attribute
-_STATUS_ATTRIBUTES: dict[int, bytes] = {0: b""}
-# upstream status << 1 | random trace id flag -> what ends a CLIENT span without a transport error: the
-# status attribute, `error.type` for a 4xx or 5xx, the span status and the flags
-_CLIENT_ENDS: dict[int, bytes] = {}
+class ByMethod:
+    """Span starts by request method. In front of the dict sits the method last asked for: most requests
+    to a route share a method, and the parser's method is a new bytes object each time, so a dict lookup
+    hashes and compares it (~400 instructions) where comparing with the last one costs ~20."""
+
+    __slots__ = ("_last", "_last_start", "_starts")
+
+    def __init__(self) -> None:
+        self._starts: dict[bytes, SpanStart] = {}
+        self._last = b""  # no method is empty
+        self._last_start = SpanStart(b"", b"")
+
+    def get(self, method: bytes) -> SpanStart | None:
+        if method == self._last:
+            return self._last_start
+        start = self._starts.get(method)
+        if start is not None:
+            self._last = method
+            self._last_start = start
+        return start
+
+    def put(self, method: bytes, start: SpanStart) -> SpanStart:
+        if len(self._starts) < _CACHE_MAX:
+            self._starts[method] = start
+        return start
+
+
+# request method -> the CLIENT span's name and kind fields, and its `http.request.method` attribute
+_CLIENT_STARTS: Final = ByMethod()
+# (unrouted requests) method -> the SERVER span's name and kind fields, and its method attribute (routed
+# requests: the route's `span_names`, whose second piece also holds the route's attributes)
+_UNROUTED_NAMES: Final = ByMethod()
 _CLIENT_FLAGS: Final = _HAS_IS_REMOTE | _SAMPLED  # the parent, our SERVER span, is local
 # The end of a CLIENT span with a transport error, by the random trace id flag.
 _CLIENT_ERROR_ENDS: Final = (
     span_status_and_flags(StatusCode.ERROR, _CLIENT_FLAGS),
     span_status_and_flags(StatusCode.ERROR, _CLIENT_FLAGS | _RANDOM),
 )
+# [upstream status << 1 | random trace id flag] -> what ends a CLIENT span without a transport error: the
+# status attribute, `error.type` for a 4xx or 5xx, the span status and the flags
+_CLIENT_ENDS: Final[list[bytes | None]] = [None] * (_STATUSES << 1)
 # The SERVER span's status and flags, by failed << 2 | remote parent << 1 | random trace id flag.
 _SERVER_ENDS: Final = tuple(
     span_status_and_flags(
@@ -83,37 +122,89 @@ _SERVER_ENDS: Final = tuple(
     )
     for i in range(8)
 )
+# [status << 3 | the index into _SERVER_ENDS] -> the status attribute and that end, together
+_SERVER_STATUS_ENDS: Final[list[bytes | None]] = [None] * (_STATUSES << 3)
+# The heads of string attributes whose values vary, by the value's length (otlp.string_attribute_heads).
+_PATH_HEADS: Final = string_attribute_heads("url.path")
+_URL_HEADS: Final = string_attribute_heads("url.full")
+_CORRELATION_HEADS: Final = string_attribute_heads("sentinel.correlation_id")
 
 
 _NO_REQUEST_BODY: Final = int_attribute("http.request.body.size", 0)
-
-
-def _method_attribute(method: bytes) -> bytes:
-    attribute = _METHOD_ATTRIBUTES.get(method)
-    if attribute is None:
-        attribute = _cached(
-            _METHOD_ATTRIBUTES, method, string_attribute("http.request.method", method.decode("latin-1"))
-        )
-    return attribute
+# [response body size] -> the two body-size attributes of a request without a body, for small responses
+_NO_BODY_SIZES: Final[list[bytes | None]] = [None] * 4096
 
 
 def _status_attribute(status: int) -> bytes:
-    attribute = _STATUS_ATTRIBUTES.get(status)
-    if attribute is None:
-        attribute = _cached(_STATUS_ATTRIBUTES, status, int_attribute("http.response.status_code", status))
-    return attribute
+    """`http.response.status_code` (nothing for 0: no response)."""
+    return int_attribute("http.response.status_code", status) if status else b""
 
 
 def _client_end(status: int, random: int) -> bytes:
     key = status << 1 | random
-    end = _CLIENT_ENDS.get(key)
+    end = _CLIENT_ENDS[key] if 0 <= status < _STATUSES else None
     if end is None:
         if status >= 400:
             end = string_attribute("error.type", str(status)) + _CLIENT_ERROR_ENDS[random]
         else:
             end = span_status_and_flags(StatusCode.UNSET, _CLIENT_FLAGS | (_RANDOM if random else 0))
-        end = _cached(_CLIENT_ENDS, key, _status_attribute(status) + end)
+        end = _status_attribute(status) + end
+        if 0 <= status < _STATUSES:
+            _CLIENT_ENDS[key] = end
     return end
+
+
+def _server_end(status: int, end: int) -> bytes:
+    key = status << 3 | end
+    piece = _SERVER_STATUS_ENDS[key] if 0 <= status < _STATUSES else None
+    if piece is None:
+        piece = _status_attribute(status) + _SERVER_ENDS[end]
+        if 0 <= status < _STATUSES:
+            _SERVER_STATUS_ENDS[key] = piece
+    return piece
+
+
+def _body_sizes(request: int, response: int) -> bytes:
+    if not request and response < len(_NO_BODY_SIZES):
+        sizes = _NO_BODY_SIZES[response]
+        if sizes is None:
+            sizes = _NO_BODY_SIZES[response] = _NO_REQUEST_BODY + int_attribute("http.response.body.size", response)
+        return sizes
+    return int_attribute("http.request.body.size", request) + int_attribute("http.response.body.size", response)
+
+
+def _head(heads: list[bytes | None], key: str, size: int) -> bytes:
+    """The head of the string attribute `key` with a value of `size` bytes, from its cache `heads`."""
+    head = heads[size] if size < STRING_HEAD_SLOTS else None
+    return head if head is not None else string_attribute_head(key, size)
+
+
+def _server_start(route: RouteRuntime | None, method: bytes) -> SpanStart:
+    """The SERVER span's name and kind fields for this route and method, and the attributes that only
+    depend on them (`http.request.method` and the route's own)."""
+    names = route.span_names if route is not None else _UNROUTED_NAMES
+    pieces = names.get(method)
+    if pieces is None:
+        # `{METHOD} {http.route}`, or the method alone without a route template
+        text = method.decode("latin-1")
+        template = route.template if route is not None else None
+        name = span_name_and_kind(f"{text} {template}" if template is not None else text, SpanKind.SERVER)
+        attributes = string_attribute("http.request.method", text)
+        if route is not None:
+            attributes += route.span_attributes
+        pieces = names.put(method, SpanStart(name, attributes))
+    return pieces
+
+
+def _client_start(method: bytes) -> SpanStart:
+    """The CLIENT span's name and kind fields for this method, and its `http.request.method` attribute."""
+    pieces = _CLIENT_STARTS.get(method)
+    if pieces is None:
+        text = method.decode("latin-1")
+        pieces = _CLIENT_STARTS.put(
+            method, SpanStart(span_name_and_kind(text, SpanKind.CLIENT), string_attribute("http.request.method", text))
+        )
+    return pieces
 
 
 def route_attributes(route: RouteConfig, template: str | None) -> bytes:
@@ -174,19 +265,12 @@ def _target_fields(target: TargetState) -> tuple[bytes, bytes]:
 
 
 def server_span(ex: Exchange, end_ns: int) -> bytes:
-    """The request's SERVER span, framed."""
+    """The request's SERVER span, framed, followed by the CLIENT spans of its upstream attempts
+    (`ex.client_spans`): the request's spans as one piece for the recorder."""
     proto = ex.proto
-    route = ex.route
-    method = ex.method
-    names = route.span_names if route is not None else _UNROUTED_NAMES
-    name = names.get(method)
-    if name is None:
-        # `{METHOD} {http.route}`, or the method alone without a route template
-        text = method.decode("latin-1")
-        template = route.template if route is not None else None
-        name = _cached(
-            names, method, span_name_and_kind(f"{text} {template}" if template is not None else text, SpanKind.SERVER)
-        )
+    opening = _server_start(ex.route, ex.method)
+    name = opening.name
+    method_attrs = opening.attributes
     parent = ex.parent
     if parent is None:
         parent_fields = b""
@@ -195,45 +279,35 @@ def server_span(ex: Exchange, end_ns: int) -> bytes:
         if parent.tracestate:
             parent_fields = span_trace_state(parent.tracestate) + parent_fields
     path = ex.path.encode()  # decoded as latin-1: no lone surrogates
-    path_head = string_attribute_head("url.path", len(path))
+    path_head = _head(_PATH_HEADS, "url.path", len(path))
     query = string_attribute("url.query", ex.query) if ex.query and proto.ctx.record_query else b""
-    route_attrs = route.span_attributes if route is not None else b""
     status = ex.status
-    request_body = ex.request_body_bytes
-    sizes = (
-        int_attribute("http.request.body.size", request_body) if request_body else _NO_REQUEST_BODY
-    ) + int_attribute("http.response.body.size", ex.response_bytes)
+    sizes = _body_sizes(ex.request_body_bytes, ex.response_bytes)
     error = ex.error_type()
     error_attr = string_attribute("error.type", error) if error else b""
     correlation_id = ex.correlation_id.encode()
-    correlation_head = string_attribute_head("sentinel.correlation_id", len(correlation_id))
+    correlation_head = _head(_CORRELATION_HEADS, "sentinel.correlation_id", len(correlation_id))
     h = ex.h
     connection_attrs = proto.span_attributes(ex.http10, h.get(b"host"), h.get(b"user-agent"))
-    method_attr = _method_attribute(method)
-    status_attr = _status_attribute(status)
-    end = _SERVER_ENDS[
-        (4 if status >= 500 or status == 0 else 0)
-        | (0 if parent is None else 2)
-        | (1 if ex.trace_flags & _RANDOM else 0)
-    ]
+    failed = 4 if status >= 500 or status == 0 else 0
+    end = _server_end(status, failed | (0 if parent is None else 2) | (1 if ex.trace_flags & _RANDOM else 0))
     size = (
         IDS_AND_TIMES_SIZE
         + len(parent_fields)
         + len(name)
-        + len(method_attr)
+        + len(method_attrs)
         + len(path_head)
         + len(path)
         + len(query)
-        + len(status_attr)
         + len(sizes)
         + len(error_attr)
         + len(correlation_head)
         + len(correlation_id)
         + len(connection_attrs)
-        + len(route_attrs)
         + len(end)
     )
-    return b"%s%s%s%s%s%s%s%s%s%s%s%s%s%s%s%s%s%s%s%s" % (
+    start = ex.start_ns
+    return b"%s%s%s%s%s%s%s%s%s%s%s%s%s%s%s%s%s%s%s%s%s%s%s%s%s%s" % (
         framed_span_head(size),
         TRACE_ID_HEAD,
         ex.trace_id,
@@ -241,19 +315,25 @@ def server_span(ex: Exchange, end_ns: int) -> bytes:
         ex.span_id,
         parent_fields,
         name,
-        span_times(ex.start_ns, end_ns),
-        method_attr,
+        START_LOW[start & 0xFF],
+        BYTE[start >> 8 & 0xFF],
+        BYTE[start >> 16 & 0xFF],
+        time_high_bytes(start),
+        END_LOW[end_ns & 0xFF],
+        BYTE[end_ns >> 8 & 0xFF],
+        BYTE[end_ns >> 16 & 0xFF],
+        time_high_bytes(end_ns),
+        method_attrs,
         path_head,
         path,
         query,
-        status_attr,
         sizes,
         error_attr,
         correlation_head,
         correlation_id,
         connection_attrs,
-        route_attrs,
         end,
+        ex.client_spans,
     )
 
 
@@ -262,15 +342,13 @@ def client_span(
 ) -> bytes:
     """The CLIENT span of one upstream attempt, framed: named by the traceparent it sent (`span_id`),
     child of the SERVER span."""
-    method = ex.method
-    name = _CLIENT_NAMES.get(method)
-    if name is None:
-        name = _cached(_CLIENT_NAMES, method, span_name_and_kind(method.decode("latin-1"), SpanKind.CLIENT))
-    method_attr = _method_attribute(method)
+    opening = _client_start(ex.method)
+    name = opening.name
+    method_attr = opening.attributes
     url_start, target_attrs = _target_fields(target)
     path = ex.path.encode()
     url_size = len(url_start) + len(path)
-    url_head = string_attribute_head("url.full", url_size)
+    url_head = _head(_URL_HEADS, "url.full", url_size)
     # The span's W3C flags are those of the traceparent it sent: sampled, and random as the trace's id is.
     random = 1 if ex.trace_flags & _RANDOM else 0
     if error:
@@ -290,7 +368,7 @@ def client_span(
         + len(target_attrs)
         + len(end)
     )
-    return b"%s%s%s%s%s%s%s%s%s%s%s%s%s%s%s" % (
+    return b"%s%s%s%s%s%s%s%s%s%s%s%s%s%s%s%s%s%s%s%s%s%s" % (
         framed_span_head(size),
         TRACE_ID_HEAD,
         ex.trace_id,
@@ -299,7 +377,14 @@ def client_span(
         PARENT_SPAN_ID_HEAD,
         ex.span_id,
         name,
-        span_times(start_ns, end_ns),
+        START_LOW[start_ns & 0xFF],
+        BYTE[start_ns >> 8 & 0xFF],
+        BYTE[start_ns >> 16 & 0xFF],
+        time_high_bytes(start_ns),
+        END_LOW[end_ns & 0xFF],
+        BYTE[end_ns >> 8 & 0xFF],
+        BYTE[end_ns >> 16 & 0xFF],
+        time_high_bytes(end_ns),
         method_attr,
         url_head,
         url_start,

@@ -7,11 +7,12 @@ import bisect
 import hashlib
 import random
 from collections.abc import Collection
+from typing import Final
 
 from sentinel.config.model import LoadBalancing
 from sentinel.upstream.target import TargetState
 
-_VIRTUAL_NODES_PER_WEIGHT = 40
+_VIRTUAL_NODES_PER_WEIGHT: Final = 40
 
 
 def _hash64(data: str) -> int:
@@ -118,7 +119,7 @@ class ConsistentHash(Balancer):
         return candidates[0]
 
 
-_ALGORITHMS: dict[LoadBalancing, type[Balancer]] = {
+_ALGORITHMS: Final[dict[LoadBalancing, type[Balancer]]] = {
     LoadBalancing.ROUND_ROBIN: SmoothWeightedRoundRobin,
     LoadBalancing.LEAST_CONNECTIONS: LeastConnections,
     LoadBalancing.RANDOM: WeightedRandom,
