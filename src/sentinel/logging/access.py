@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import random
 import time
-from binascii import hexlify
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
@@ -179,7 +178,7 @@ class AccessLog:
                 _TRACE_OPEN,
                 ex.trace_hex_bytes(),
                 _SPAN_OPEN,
-                hexlify(ex.span_id),
+                ex.span_hex_bytes(),
                 _IDS_CLOSE,
             )
         else:

@@ -146,6 +146,8 @@ class Exchange:
     parent: SpanContext | None = None
     _trace_hex = b""  # trace_id as hex text, when known (see trace_hex_bytes)
     span_id = b""  # the SERVER span of this request
+    _ids_hex = b""  # the hex text of the id draw this request's ids came from (RequestIds.hex) ...
+    _ids_at = 0  # ... and their record's offset in the draw
     client_span_id = b""  # the CLIENT span of the current upstream attempt
     client_span_hex = b""  # and its hex text
     client_spans = b""  # sampled: the CLIENT spans of ended attempts, recorded with the SERVER span
@@ -580,6 +582,8 @@ class Exchange:
         self.span_id = raw[at + 16 : at + 24]
         self.client_span_id = raw[at + 24 : at + 32]  # the first upstream attempt's
         self.client_span_hex = text[2 * at + 48 : 2 * at + 64]
+        self._ids_hex = text
+        self._ids_at = at
 
     def trace_hex_bytes(self) -> bytes:
         """The trace id as hex text, ASCII-encoded (b"" without one)."""
@@ -587,6 +591,14 @@ class Exchange:
         if not text and self.trace_id:
             text = self._trace_hex = hexlify(self.trace_id)
         return text
+
+    def span_hex_bytes(self) -> bytes:
+        """The SERVER span id as hex text, ASCII-encoded (b"" without one): a slice of the id draw's hex."""
+        text = self._ids_hex
+        if text:
+            at = 2 * self._ids_at + 32
+            return text[at : at + 16]
+        return hexlify(self.span_id) if self.span_id else b""
 
     @property
     def trace_hex(self) -> str:
