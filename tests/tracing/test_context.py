@@ -631,3 +631,11 @@ def test_parent_based_with_extracted_parent() -> None:
     assert sampler.should_sample(parent, parent.trace_id)
     invalid = extract([f"ff-{TRACE}-{SPAN}-01".encode()], [])
     assert not sampler.should_sample(invalid, new_trace_id())
+
+
+@pytest.mark.parametrize("flags", [0, FLAG_SAMPLED, FLAG_RANDOM, FLAG_RANDOM | FLAG_SAMPLED, 0xFF, 0x1FF])
+def test_traceparent_line_is_the_field_as_the_general_path_writes_it(flags: int) -> None:
+    trace_hex, span_hex = TRACE.encode(), b"00f067aa0ba902b7"
+    line = context.traceparent_line_from_hex(trace_hex, span_hex, flags)
+    assert line == b"traceparent: " + context.traceparent_from_hex(trace_hex, span_hex, flags) + b"\r\n"
+    assert parse_traceparent([line[len(b"traceparent: ") : -2]]) is not None

@@ -49,6 +49,7 @@ from sentinel.tracing.context import (
     new_span_id,
     new_trace_id,
     traceparent_from_hex,
+    traceparent_line_from_hex,
     traceparent_value,
 )
 from sentinel.tracing.correlation import INCOMING_HEADERS, is_valid_incoming
@@ -727,7 +728,9 @@ class Exchange:
         ctx = self.proto.ctx
         if ctx.write_b3 or ctx.write_jaeger or (parent is not None and parent.tracestate):
             return field_lines(self._trace_fields())
-        return b"traceparent: %s\r\n" % self._traceparent()
+        return traceparent_line_from_hex(
+            self.trace_hex_bytes(), self.client_span_hex, self.trace_flags | (FLAG_SAMPLED if self.sampled else 0)
+        )
 
     def _upstream_head(self, route: RouteRuntime) -> bytes:
         h = self.h
