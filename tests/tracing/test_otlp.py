@@ -744,48 +744,6 @@ def test_span_pieces_join_into_the_official_serialization(
     assert otlp.unframe_spans(framed) == [body]
 
 
-def _time_pieces(start_ns: int, end_ns: int) -> bytes:
-    # As server_span and client_span splice them into their joins.
-    return b"".join(
-        (
-            otlp.START_LOW[start_ns & 0xFF],
-            otlp.BYTE[start_ns >> 8 & 0xFF],
-            otlp.BYTE[start_ns >> 16 & 0xFF],
-            otlp.time_high_bytes(start_ns),
-            otlp.END_LOW[end_ns & 0xFF],
-            otlp.BYTE[end_ns >> 8 & 0xFF],
-            otlp.BYTE[end_ns >> 16 & 0xFF],
-            otlp.time_high_bytes(end_ns),
-        )
-    )
-
-
-@pytest.mark.parametrize(
-    ("start_ns", "end_ns"),
-    [
-        (1, 2),
-        ((1 << 24) - 1, 1 << 24),  # the high bytes change between start and end
-        (1 << 24, (1 << 24) - 1),  # and back
-        (1_764_000_000_000_000_000, 1_764_000_000_016_777_216),
-        ((1 << 64) - 2, (1 << 64) - 1),
-        (1 << 63, 1 << 40),
-    ],
-)
-def test_time_pieces_are_the_time_fields(start_ns: int, end_ns: int) -> None:
-    assert _time_pieces(start_ns, end_ns) == otlp.span_times(start_ns, end_ns)
-    assert _time_pieces(end_ns, start_ns) == otlp.span_times(end_ns, start_ns)  # the cache, the other way
-
-
-@settings(max_examples=500, deadline=None)
-@given(st.lists(st.tuples(st.integers(1, (1 << 64) - 1), st.integers(0, 1 << 30)), min_size=1, max_size=20))
-def test_time_pieces_in_any_order_of_times(times: list[tuple[int, int]]) -> None:
-    # Spans end out of order (an attempt, then its exchange; several connections): the one-entry cache of
-    # high bytes must never hand out another time's.
-    for start_ns, duration in times:
-        end_ns = min(start_ns + duration, (1 << 64) - 1)
-        assert _time_pieces(start_ns, end_ns) == otlp.span_times(start_ns, end_ns)
-
-
 def test_ids_and_times_size() -> None:
     pieces = otlp.TRACE_ID_HEAD + bytes(16) + otlp.SPAN_ID_HEAD + bytes(8) + otlp.span_times(1, 2)
     assert len(pieces) == otlp.IDS_AND_TIMES_SIZE

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from librt.strings import BytesWriter
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from sentinel.tracing.otlp import unframe_spans
+from sentinel.tracing import spans
+from sentinel.tracing.otlp import span_times, unframe_spans
 from sentinel.tracing.spans import ByMethod, SpanStart, agent_call_span
 
 
@@ -98,3 +103,23 @@ def test_span_starts_by_method_follow_the_method_asked_for() -> None:
     for method, expected in [(b"GET", get), (b"GET", get), (b"POST", post), (b"GET", get), (b"PUT", None)]:
         assert starts.get(bytes(bytearray(method))) is expected
     assert starts.get(b"POST") is post  # after a miss, the last hit still answers right
+
+
+def _written_times(start_ns: int, end_ns: int) -> bytes:
+    out = BytesWriter()
+    spans._write_times(out, start_ns, end_ns)  # as the request's spans write them
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("start_ns", "end_ns"),
+    [(1, 2), ((1 << 24) - 1, 1 << 24), (1_764_000_000_000_000_000, 1_764_000_000_016_777_216), ((1 << 63) - 2, 1)],
+)
+def test_written_times_are_the_time_fields(start_ns: int, end_ns: int) -> None:
+    assert _written_times(start_ns, end_ns) == span_times(start_ns, end_ns)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(1, (1 << 63) - 1), st.integers(1, (1 << 63) - 1))
+def test_written_times_for_any_times(start_ns: int, end_ns: int) -> None:
+    assert _written_times(start_ns, end_ns) == span_times(start_ns, end_ns)

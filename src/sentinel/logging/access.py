@@ -1,12 +1,12 @@
 """Access-log lines, formatted in the worker and handed to the supervisor in batches (SPEC §7).
 
-A JSON line is built as bytes in one `%` build: values that need JSON escaping go through `json.dumps`,
-the rest are copied in. (A bytes build is one allocation and a copy per piece, where a str build also
-works out the widest character of every piece; and a batch of bytes needs no encoding.) Lines are
-appended to a batch that goes to the supervisor as one ACCESS frame on the control socket at
-`FLUSH_BYTES` or at the worker's next flush (`ipc.batch`). The supervisor is the only writer of the file
-(`logging.writer`), so lines of several workers never interleave and SIGUSR1 reopens one file in one
-place. If the supervisor falls behind, lines are dropped and counted, never waited for.
+A JSON line is written as bytes, piece by piece, straight into the batch's buffer (`ipc.batch`): values
+that need JSON escaping go through `json.dumps`, the rest are copied in. (Bytes need no encoding, and a
+str build would also work out the widest character of every piece.) The batch goes to the supervisor as
+one ACCESS frame on the control socket at `FLUSH_BYTES` or at the worker's next flush. The supervisor is
+the only writer of the file (`logging.writer`), so lines of several workers never interleave and SIGUSR1
+reopens one file in one place. If the supervisor falls behind, lines are dropped and counted, never
+waited for.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
+from librt.strings import BytesWriter
+
 from sentinel.config.model import AccessLogConfig, AccessLogFormat, RouteConfig
 from sentinel.ipc import ACCESS
 from sentinel.ipc.batch import FrameBatcher
@@ -26,11 +28,6 @@ if TYPE_CHECKING:
     from sentinel.proxy.exchange import Exchange
 
 FLUSH_BYTES: Final = 256 * 1024
-# The optional parts of a JSON line, around their values.
-_TRACE_OPEN: Final = b'"trace_id":"'
-_SPAN_OPEN: Final = b'","span_id":"'
-_QUERY_OPEN: Final = b'","query":"'
-_IDS_CLOSE: Final = b'",'
 _UNROUTED_FIELDS: Final = b'"route_id":null,"upstream":null,'
 # Each byte as "a" if it goes into a JSON string as it is (printable ASCII but the quote and the
 # backslash), else "1": a value needs no escaping when its translation `isalpha()`. (Translating with a
@@ -122,7 +119,7 @@ class AccessLog:
         send_buffer_size: Callable[[], int],
         rng: Callable[[], float] = random.random,
     ) -> None:
-        self.batch = FrameBatcher[bytes](ACCESS, _pack_lines, send, send_buffer_size, max_bytes=FLUSH_BYTES)
+        self.batch = FrameBatcher(ACCESS, send, send_buffer_size, max_bytes=FLUSH_BYTES)
         self._combined = config.format is AccessLogFormat.COMBINED
         self.with_trace = config.include_trace_id
         self._rate = config.sample_rate
@@ -137,10 +134,12 @@ class AccessLog:
             keep = (self._errors_always and (ex.status >= 400 or ex.status == 0)) or self._random() < self._rate
             if not keep:
                 return
+        batch = self.batch
         if self._combined:
-            self.batch.add(self._combined_line(ex, end_ns).encode("utf-8", "replace"))
+            batch.add(self._combined_line(ex, end_ns).encode("utf-8", "replace"))
         else:
-            self.batch.add(self._json_line(ex, end_ns))
+            self._write_json_line(batch.buffer, ex, end_ns)
+            batch.written()
 
     def _timestamp(self, ns: int) -> bytes:
         """RFC 3339 UTC with milliseconds, formatted once per millisecond (busy workers log many per ms)."""
@@ -151,7 +150,8 @@ class AccessLog:
             cache.text = rfc3339_ms(ms).encode()
         return cache.text
 
-    def _json_line(self, ex: Exchange, end_ns: int) -> bytes:
+    def _write_json_line(self, out: BytesWriter, ex: Exchange, end_ns: int) -> None:
+        """The JSON line, written into `out` piece by piece (compiled, each write is a C call and a copy)."""
         h = ex.h
         proto = ex.proto
         # User agent and host repeat on a connection: their JSON is kept per connection, checked once.
@@ -172,47 +172,43 @@ class AccessLog:
             path, query, cid = _escaped_bytes(path), _escaped_bytes(query), _escaped_bytes(cid)
         route = ex.route
         tried = ex.tried
-        # One build: optional parts are empty rather than builds of their own.
+        out.write(b'{"timestamp":"')
+        out.write(self._timestamp(ex.start_ns))
         if self.with_trace and ex.trace_id:
-            trace_open, trace_id, span_open, span_id, ids_close = (
-                _TRACE_OPEN,
-                ex.trace_hex_bytes(),
-                _SPAN_OPEN,
-                ex.span_hex_bytes(),
-                _IDS_CLOSE,
-            )
-        else:
-            trace_open = trace_id = span_open = span_id = ids_close = b""
-        return (
-            b'{"timestamp":"%s",%s%s%s%s%s"correlation_id":"%s","method":"%s","path":"%s%s%s",'
-            b'"protocol":"%s","status":%s,"body_bytes":%s,"duration_ms":%s,"client_ip":"%s",'
-            b'"user_agent":%s,"referer":%s,"host":%s,%s"upstream_addr":%s,"upstream_attempts":%s,'
-            b'"sampled":%s}\n'
-        ) % (
-            self._timestamp(ex.start_ns),
-            trace_open,
-            trace_id,
-            span_open,
-            span_id,
-            ids_close,
-            cid,
-            ex.method,
-            path,
-            _QUERY_OPEN if query else b"",
-            query,
-            b"HTTP/1.0" if ex.http10 else b"HTTP/1.1",
-            _number(ex.status),
-            _number(ex.response_bytes),
-            millis_bytes(end_ns - ex.start_ns),
-            proto.client_ip_bytes,
-            proto.log_ua,
-            _opt_bytes(referer) if referer is not None else b"null",
-            proto.log_host,
-            route.log_fields if route is not None else _UNROUTED_FIELDS,
-            self._target_field(tried[-1].key) if tried else b"null",
-            _number(ex.attempts),
-            b"true" if ex.sampled else b"false",
-        )
+            out.write(b'","trace_id":"')
+            out.write(ex.trace_hex_bytes())
+            out.write(b'","span_id":"')
+            out.write(ex.span_hex_bytes())
+        out.write(b'","correlation_id":"')
+        out.write(cid)
+        out.write(b'","method":"')
+        out.write(ex.method)
+        out.write(b'","path":"')
+        out.write(path)
+        if query:
+            out.write(b'","query":"')
+            out.write(query)
+        out.write(b'","protocol":"HTTP/1.0","status":' if ex.http10 else b'","protocol":"HTTP/1.1","status":')
+        out.write(_number(ex.status))
+        out.write(b',"body_bytes":')
+        out.write(_number(ex.response_bytes))
+        out.write(b',"duration_ms":')
+        out.write(millis_bytes(end_ns - ex.start_ns))
+        out.write(b',"client_ip":"')
+        out.write(proto.client_ip_bytes)
+        out.write(b'","user_agent":')
+        out.write(proto.log_ua)
+        out.write(b',"referer":')
+        out.write(_opt_bytes(referer) if referer is not None else b"null")
+        out.write(b',"host":')
+        out.write(proto.log_host)
+        out.write(b",")
+        out.write(route.log_fields if route is not None else _UNROUTED_FIELDS)
+        out.write(b'"upstream_addr":')
+        out.write(self._target_field(tried[-1].key) if tried else b"null")
+        out.write(b',"upstream_attempts":')
+        out.write(_number(ex.attempts))
+        out.write(b',"sampled":true}\n' if ex.sampled else b',"sampled":false}\n')
 
     def _target_field(self, key: str) -> bytes:
         text = self._targets.get(key)
@@ -237,10 +233,6 @@ class AccessLog:
             f'"{_clf(_header(ex, b"referer") or "-")}" "{_clf(_header(ex, b"user-agent") or "-")}"'
             f"{trace} {millis(end_ns - ex.start_ns)}ms\n"
         )
-
-
-def _pack_lines(lines: list[bytes]) -> list[bytes]:
-    return [b"".join(lines)]
 
 
 def _escaped_bytes(text: bytes) -> bytes:

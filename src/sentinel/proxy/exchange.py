@@ -54,7 +54,7 @@ from sentinel.tracing.context import (
 )
 from sentinel.tracing.correlation import INCOMING_HEADERS, is_valid_incoming
 from sentinel.tracing.propagators import b3_headers, jaeger_header
-from sentinel.tracing.spans import client_span, server_span
+from sentinel.tracing.spans import write_client_span, write_server_span
 from sentinel_agent_sdk.protocol import REQUEST_HEADERS
 
 if TYPE_CHECKING:
@@ -151,7 +151,6 @@ class Exchange:
     _ids_at = 0  # ... and their record's offset in the draw
     client_span_id = b""  # the CLIENT span of the current upstream attempt
     client_span_hex = b""  # and its hex text
-    client_spans = b""  # sampled: the CLIENT spans of ended attempts, recorded with the SERVER span
     sampled = False
     # Agents (SPEC §5): the round out now, header ops for both directions, and a response held back
     # while response agents decide (its head, the phases left, the raw body, whether it ended).
@@ -1130,7 +1129,8 @@ class Exchange:
         if self.sampled:
             recorder = ctx.recorder
             if recorder is not None:
-                recorder.record(server_span(self, end_ns))
+                write_server_span(recorder.buffer, self, end_ns)
+                recorder.written()
         metrics = ctx.metrics
         if metrics is not None:
             if self.trace_id:
@@ -1170,9 +1170,11 @@ class Exchange:
             return
         self.attempt_start_ns = 0
         end = end_ns or time_ns()
-        if self.sampled and self.proto.ctx.recorder is not None:
-            span = client_span(self, self.tried[-1], self.client_span_id, start, end, status, error)
-            self.client_spans = self.client_spans + span if self.client_spans else span
+        if self.sampled:
+            recorder = self.proto.ctx.recorder
+            if recorder is not None:
+                write_client_span(recorder.buffer, self, self.tried[-1], self.client_span_id, start, end, status, error)
+                recorder.written()
         route = self.route
         if route is not None and route.upstream_metrics is not None:
             route.upstream_metrics.observe(status, error, (end - start) / 1e9)

@@ -36,16 +36,15 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Final
 
 __all__ = [
-    "BYTE",
-    "END_LOW",
     "EVENT_ATTRIBUTES",
     "IDS_AND_TIMES_SIZE",
     "PARENT_SPAN_ID_HEAD",
     "RESOURCE_ATTRIBUTES",
     "SCOPE_ATTRIBUTES",
     "SPAN_ATTRIBUTES",
+    "SPAN_END_TAG",
     "SPAN_ID_HEAD",
-    "START_LOW",
+    "SPAN_START_TAG",
     "STRING_HEAD_SLOTS",
     "TRACE_ID_HEAD",
     "AttrValue",
@@ -70,7 +69,6 @@ __all__ = [
     "string_attribute",
     "string_attribute_head",
     "string_attribute_heads",
-    "time_high_bytes",
     "unframe_spans",
 ]
 
@@ -475,35 +473,10 @@ def span_times(start_ns: int, end_ns: int) -> bytes:
     return _pack_times(_SPAN_START_BYTE, start_ns, _SPAN_END_BYTE, end_ns)
 
 
-# The same two fields as pieces for a span's own `%` build (`tracing/spans.py`): compiled, `struct.pack`
-# costs ~1,500 instructions for the pair (boxing, argument parsing, a generic int conversion), these
-# pieces ~300. A time's 8 little-endian bytes are its field tag with its low byte (`START_LOW`,
-# `END_LOW`), two more bytes (`BYTE`), and its five high bytes (`time_high_bytes`), which change only every
-# 2**24 ns (16.8 ms) and so come from a one-entry cache.
-START_LOW: Final = tuple(bytes((_SPAN_START_BYTE, i)) for i in range(256))
-END_LOW: Final = tuple(bytes((_SPAN_END_BYTE, i)) for i in range(256))
-BYTE: Final = tuple(bytes((i,)) for i in range(256))
-
-
-class _HighBytes:
-    __slots__ = ("key", "value")
-
-    def __init__(self) -> None:
-        self.key = -1
-        self.value = b""
-
-
-_HIGH: Final = _HighBytes()
-
-
-def time_high_bytes(ns: int) -> bytes:
-    """Bytes 3 to 7 of the fixed64 `ns` (a Unix time in nanoseconds, below 2**64)."""
-    high = _HIGH
-    key = ns >> 24
-    if key != high.key:
-        high.value = key.to_bytes(5, "little")
-        high.key = key
-    return high.value
+# The tags of the start and end time fields (each followed by 8 little-endian bytes), for spans written
+# field by field (`tracing/spans.py`).
+SPAN_START_TAG: Final = _SPAN_START_BYTE
+SPAN_END_TAG: Final = _SPAN_END_BYTE
 
 
 def string_attribute_head(key: str, size: int) -> bytes:

@@ -128,7 +128,7 @@ class Worker:
         loop.add_signal_handler(signal.SIGUSR1, self._reopen_logs)
         control_task = loop.create_task(self._read_control(reader))
         sweep_task = loop.create_task(self._sweep())
-        batches: list[FrameBatcher[bytes]] = []
+        batches: list[FrameBatcher] = []
         if recorder is not None:
             batches.append(recorder)
         if self.access_log is not None:
@@ -181,7 +181,7 @@ class Worker:
         return str(answer["content_type"]), str(answer["body"]).encode()
 
     @staticmethod
-    async def _flush(batches: list[FrameBatcher[bytes]]) -> None:
+    async def _flush(batches: list[FrameBatcher]) -> None:
         """Send what waits in the batches every FLUSH_INTERVAL (full ones have gone already)."""
         while True:
             await asyncio.sleep(FLUSH_INTERVAL)
