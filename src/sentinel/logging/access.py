@@ -64,6 +64,11 @@ def _json_plain(data: bytes) -> bool:
     return data.translate(_JSON_PLAIN).isalpha()
 
 
+def _quote_or_backslash(text: str) -> bool:
+    # `in` on str is a C search; on bytes, compiled, it first tries the operand as an integer.
+    return '"' in text or "\\" in text
+
+
 def _opt_bytes(value: bytes | None) -> bytes:
     """A header value as a JSON string (its bytes read as Latin-1), or null."""
     if value is None:
@@ -85,8 +90,12 @@ def millis_bytes(ns: int) -> bytes:
     """A duration in milliseconds with three decimals, rounded half up: what `f"{ns / 1e6:.3f}"` gives
     (but for exact halves), from tables rather than a format spec (compiled, a format spec makes the
     build a `str.format` call). A negative duration (the wall clock stepped back) is logged as 0."""
-    us = (ns + 500) // 1000 if ns > 0 else 0
+    us = _micros(ns)
     return b"%s.%s" % (_number(us // 1000), _THREE_DIGITS[us % 1000])
+
+
+def _micros(ns: int) -> int:
+    return (ns + 500) // 1000 if ns > 0 else 0
 
 
 def millis(ns: int) -> str:
@@ -164,11 +173,13 @@ class AccessLog:
             proto.log_host = _opt_bytes(host)
         referer = h.get(b"referer")
         # Read as Latin-1 from the request's bytes, so encoding them back gives those bytes.
-        path = ex.path.encode("latin-1")
-        query = ex.query.encode("latin-1") if ex.query else b""
-        cid = ex.correlation_id.encode()
-        # What else the client sent is checked once, all together: nearly always nothing needs escaping.
-        if not _json_plain(b"%s%s%s" % (path, query, cid)):
+        path_text, query_text, cid_text = ex.path, ex.query, ex.correlation_id
+        path = path_text.encode("latin-1")
+        query = query_text.encode("latin-1") if query_text else b""
+        cid = cid_text.encode()
+        # All three are printable ASCII (llhttp refuses anything else in a request target, and an incoming
+        # correlation id is checked for it), so only a quote or a backslash needs escaping.
+        if _quote_or_backslash(path_text) or _quote_or_backslash(query_text) or _quote_or_backslash(cid_text):
             path, query, cid = _escaped_bytes(path), _escaped_bytes(query), _escaped_bytes(cid)
         route = ex.route
         tried = ex.tried
@@ -193,7 +204,10 @@ class AccessLog:
         out.write(b',"body_bytes":')
         out.write(_number(ex.response_bytes))
         out.write(b',"duration_ms":')
-        out.write(millis_bytes(end_ns - ex.start_ns))
+        us = _micros(end_ns - ex.start_ns)
+        out.write(_number(us // 1000))
+        out.write(b".")
+        out.write(_THREE_DIGITS[us % 1000])
         out.write(b',"client_ip":"')
         out.write(proto.client_ip_bytes)
         out.write(b'","user_agent":')
