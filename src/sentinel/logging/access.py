@@ -179,7 +179,7 @@ class AccessLog:
         cid = cid_text.encode()
         # All three are printable ASCII (llhttp refuses anything else in a request target, and an incoming
         # correlation id is checked for it), so only a quote or a backslash needs escaping.
-        if _quote_or_backslash(path_text) or _quote_or_backslash(query_text) or _quote_or_backslash(cid_text):
+        if _quote_or_backslash(f"{path_text}{query_text}{cid_text}"):  # one string: two searches, not six
             path, query, cid = _escaped_bytes(path), _escaped_bytes(query), _escaped_bytes(cid)
         route = ex.route
         tried = ex.tried
