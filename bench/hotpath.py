@@ -1,10 +1,10 @@
 """Pure-Python cost of one proxied request, without sockets: a profiling aid for the request path.
 
-    .venv/bin/python bench/hotpath.py [N] [off|metrics|access|both|trace-0|trace-1]
+    .venv/bin/python bench/hotpath.py [N] [off|metrics|access|both|trace-0|trace-0.1|trace-1]
 
 The second argument turns on metric recording, the access log (lines formatted and batched, the
-batches discarded), or both; or tracing with every request unsampled (trace-0) or sampled (trace-1),
-spans encoded and batched, the batches discarded.
+batches discarded), or both; or tracing with every request unsampled (trace-0), a tenth of them sampled
+(trace-0.1) or all sampled (trace-1), spans encoded and batched, the batches discarded.
 
 Drives HttpProtocol and UpstreamConnection with in-memory transports: a GET arrives, is routed and
 forwarded on a pooled upstream connection, and a small response comes back. What this prints is the
@@ -78,7 +78,7 @@ async def main(n: int, mode: str) -> None:
     loop = asyncio.get_running_loop()
     tracing = ""
     if mode.startswith("trace-"):
-        rate = "1.0" if mode == "trace-1" else "0"
+        rate = {"trace-1": "1.0", "trace-0.1": "0.1"}.get(mode, "0")
         tracing = f'observability {{ tracing {{ backend "otlp"; sampling-rate {rate}; }}; }}'
     config = load_config_text(CONFIG + tracing, "hotpath.kdl")
     recorder = SpanRecorder(lambda _batch: None, lambda: 0) if tracing else None

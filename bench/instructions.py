@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 HOTPATH = Path(__file__).with_name("hotpath.py")
-MODES = ("off", "trace-0", "trace-1", "metrics", "access", "both")
+MODES = ("off", "trace-0", "trace-0.1", "trace-1", "metrics", "access", "both")
 SMALL, LARGE = 2_000, 12_000
 _COLLECTED = re.compile(rb"Collected : (\d+)")
 

@@ -30,10 +30,13 @@ SMUGGLING = {
     "space in header name": b"GET / HTTP/1.1\r\nHo st: a\r\n\r\n",
     "space before colon": b"GET / HTTP/1.1\r\nHost : a\r\n\r\n",
     "control character in value": b"GET / HTTP/1.1\r\nHost: a\r\nX-A: a\x01b\r\n\r\n",
-    # Request targets are printable ASCII (the access log relies on it: only `"` and `\` get escaped there).
+    # Request targets are printable ASCII: httptools' llhttp is built strict for URLs (its loose mode would
+    # take tab, form feed and bytes >= 0x80). The access log relies on it: only `"` and `\` get escaped.
     "non-ASCII byte in target": b"GET /caf\xe9 HTTP/1.1\r\nHost: a\r\n\r\n",
     "control character in target": b"GET /a\x01b HTTP/1.1\r\nHost: a\r\n\r\n",
     "DEL in target": b"GET /a\x7fb HTTP/1.1\r\nHost: a\r\n\r\n",
+    "tab in target": b"GET /a\tb HTTP/1.1\r\nHost: a\r\n\r\n",  # llhttp's loose mode would take it
+    "form feed in query": b"GET /a?b=\x0c HTTP/1.1\r\nHost: a\r\n\r\n",
     "non-ASCII byte in absolute-form query": b"GET http://a/x?q=\xff HTTP/1.1\r\nHost: a\r\n\r\n",
     "negative content-length": b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n",
     "garbage request line": b"HELLO\r\n\r\n",

@@ -183,13 +183,21 @@ class AccessLog:
             path, query, cid = _escaped_bytes(path), _escaped_bytes(query), _escaped_bytes(cid)
         route = ex.route
         tried = ex.tried
+        # Every value first, then the writes: nothing can fail half-way through a line in the batch.
+        timestamp = self._timestamp(ex.start_ns)
+        with_ids = self.with_trace and ex.trace_id
+        trace_hex = ex.trace_hex_bytes() if with_ids else b""
+        span_hex = ex.span_hex_bytes() if with_ids else b""
+        us = _micros(end_ns - ex.start_ns)
+        referer_json = _opt_bytes(referer) if referer is not None else b"null"
+        target = self._target_field(tried[-1].key) if tried else b"null"
         out.write(b'{"timestamp":"')
-        out.write(self._timestamp(ex.start_ns))
-        if self.with_trace and ex.trace_id:
+        out.write(timestamp)
+        if with_ids:
             out.write(b'","trace_id":"')
-            out.write(ex.trace_hex_bytes())
+            out.write(trace_hex)
             out.write(b'","span_id":"')
-            out.write(ex.span_hex_bytes())
+            out.write(span_hex)
         out.write(b'","correlation_id":"')
         out.write(cid)
         out.write(b'","method":"')
@@ -204,7 +212,6 @@ class AccessLog:
         out.write(b',"body_bytes":')
         out.write(_number(ex.response_bytes))
         out.write(b',"duration_ms":')
-        us = _micros(end_ns - ex.start_ns)
         out.write(_number(us // 1000))
         out.write(b".")
         out.write(_THREE_DIGITS[us % 1000])
@@ -213,13 +220,13 @@ class AccessLog:
         out.write(b'","user_agent":')
         out.write(proto.log_ua)
         out.write(b',"referer":')
-        out.write(_opt_bytes(referer) if referer is not None else b"null")
+        out.write(referer_json)
         out.write(b',"host":')
         out.write(proto.log_host)
         out.write(b",")
         out.write(route.log_fields if route is not None else _UNROUTED_FIELDS)
         out.write(b'"upstream_addr":')
-        out.write(self._target_field(tried[-1].key) if tried else b"null")
+        out.write(target)
         out.write(b',"upstream_attempts":')
         out.write(_number(ex.attempts))
         out.write(b',"sampled":true}\n' if ex.sampled else b',"sampled":false}\n')
