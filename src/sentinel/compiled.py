@@ -18,6 +18,7 @@ MODULES: tuple[str, ...] = (
     "sentinel.logging.access",
     "sentinel.logging.timestamps",
     "sentinel.metrics.recording",
+    "sentinel.proxy.by_method",
     "sentinel.proxy.errors",
     "sentinel.proxy.exchange",
     "sentinel.proxy.headers",

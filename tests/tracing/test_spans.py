@@ -10,7 +10,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from sentinel.tracing import spans
 from sentinel.tracing.otlp import span_times, unframe_spans
-from sentinel.tracing.spans import ByMethod, SpanStart, agent_call_span
+from sentinel.tracing.spans import agent_call_span
 
 
 def _decode(framed: bytes) -> Span:
@@ -91,18 +91,6 @@ def test_agent_call_span_keeps_the_random_trace_id_flag() -> None:
         return _decode(raw).flags
 
     assert (flags(0x00), flags(0x01), flags(0x02), flags(0x03)) == (0x101, 0x101, 0x103, 0x103)
-
-
-def test_span_starts_by_method_follow_the_method_asked_for() -> None:
-    starts = ByMethod()
-    get, post = SpanStart(b"get", b""), SpanStart(b"post", b"")
-    assert starts.get(b"GET") is None
-    assert starts.put(b"GET", get) is get
-    assert starts.put(b"POST", post) is post
-    # Methods arrive as new bytes objects: equal content finds the entry, through the dict or the last one.
-    for method, expected in [(b"GET", get), (b"GET", get), (b"POST", post), (b"GET", get), (b"PUT", None)]:
-        assert starts.get(bytes(bytearray(method))) is expected
-    assert starts.get(b"POST") is post  # after a miss, the last hit still answers right
 
 
 def _written_times(start_ns: int, end_ns: int) -> bytes:

@@ -17,6 +17,8 @@ from typing import Any, Final
 from librt.vecs import vec
 from mypy_extensions import i64
 
+from sentinel.proxy.by_method import ByMethod
+
 # Not `Final`: mypyc (2.4) leaves a Final tuple of floats unset at run time.
 REQUEST_BUCKETS: tuple[float, ...] = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 AGENT_BUCKETS: tuple[float, ...] = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
@@ -91,25 +93,17 @@ class MethodStats:
 
 
 class RouteMetrics:
-    __slots__ = ("_last_method", "_last_stats", "by_method", "route")
+    __slots__ = ("_stats", "by_method", "route")
 
     def __init__(self, route: str) -> None:
         self.route = route
-        self.by_method: dict[bytes, MethodStats] = {}
-        # The method of the last request and its statistics: the parser's method is a new bytes object
-        # each time, which a dict lookup hashes and compares (~400 instructions), and most requests to a
-        # route share a method.
-        self._last_method = b""  # no method is empty
-        self._last_stats: MethodStats | None = None
+        self._stats = ByMethod[MethodStats]()
+        self.by_method = self._stats.values  # method -> its statistics
 
     def observe(self, method: bytes, status: int, seconds: float, trace_id: str | None, now: float) -> None:
-        stats = self._last_stats
-        if stats is None or method != self._last_method:
-            stats = self.by_method.get(method)
-            if stats is None:
-                stats = self.by_method[method] = MethodStats()
-            self._last_method = method
-            self._last_stats = stats
+        stats = self._stats.get(method)
+        if stats is None:
+            stats = self._stats.put(method, MethodStats())
         stats.statuses.add(status)
         i = stats.durations.observe(seconds)
         if trace_id is not None:

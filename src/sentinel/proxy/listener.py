@@ -21,6 +21,7 @@ from sentinel.config.model import Config, LimitsConfig, ListenerConfig, Listener
 from sentinel.logging.access import AccessLog, route_fields
 from sentinel.metrics.recording import RouteMetrics, UpstreamMetrics, WorkerMetrics
 from sentinel.proxy.builtins import ERROR_JSON, Builtins
+from sentinel.proxy.by_method import ByMethod
 from sentinel.proxy.errors import error_body, reason
 from sentinel.proxy.exchange import Exchange
 from sentinel.proxy.headers import HOP_BY_HOP, REPLACED_UPSTREAM, compile_ops, host_port, host_without_port
@@ -30,7 +31,7 @@ from sentinel.tracing.correlation import generator
 from sentinel.tracing.policy import TracePolicy
 from sentinel.tracing.propagators import B3_HEADERS, JAEGER_HEADERS, parse_b3, parse_jaeger
 from sentinel.tracing.recorder import SpanRecorder
-from sentinel.tracing.spans import ByMethod, connection_attributes, route_attributes
+from sentinel.tracing.spans import SpanStart, connection_attributes, route_attributes
 
 if TYPE_CHECKING:
     from sentinel.agents.manager import AgentManager, RouteAgents
@@ -61,7 +62,7 @@ class RouteRuntime:
     span_attributes: bytes  # the SERVER-span attributes constant for this route, pre-encoded
     # request method -> the SERVER span's name and kind fields, and its method attribute with
     # `span_attributes`, encoded on first use (tracing/spans.py)
-    span_names: ByMethod = field(default_factory=ByMethod)
+    span_names: ByMethod[SpanStart] = field(default_factory=ByMethod)
     metrics: RouteMetrics | None = None  # None when metrics are off
     upstream_metrics: UpstreamMetrics | None = None
     log_fields: bytes = b""  # this route's fields of an access-log line, pre-formatted

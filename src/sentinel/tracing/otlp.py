@@ -298,13 +298,20 @@ def _prefix(tag: bytes, cache: _Prefixes, key: str, slot: int, any_value_head: b
     prefix = tag + _varint(len(kf) + len(value_head) + payload_size) + kf + value_head
     if slot < 0:
         return prefix
+    slots = _key_slots(cache, key)
+    if slots is not None:
+        slots[slot] = prefix
+    return prefix
+
+
+def _key_slots(cache: _Prefixes, key: str) -> list[bytes | None] | None:
+    """The slots of `key` in `cache`, made on first use (None past the cache's bound)."""
     slots = cache.get(key)
     if slots is None:
         if len(cache) >= _KEY_CACHE_MAX:
-            return prefix
+            return None
         slots = cache[key] = [None] * _SLOTS
-    slots[slot] = prefix
-    return prefix
+    return slots
 
 
 def _str_head(tag: bytes, prefixes: _Prefixes, key: str, n: int) -> bytes:
@@ -489,10 +496,8 @@ def string_attribute_heads(key: str) -> list[bytes | None]:
     """The cache behind `string_attribute_head` for the span attribute `key`: slot n holds the head of an
     n-byte value once one was made (n < `STRING_HEAD_SLOTS`), so that a caller holding the list skips the
     lookup by key."""
-    slots = _SPAN_PREFIXES.get(key)
-    if slots is None:
-        slots = _SPAN_PREFIXES[key] = [None] * _SLOTS
-    return slots
+    slots = _key_slots(_SPAN_PREFIXES, key)
+    return slots if slots is not None else [None] * _SLOTS  # past the bound: never filled
 
 
 def string_attribute(key: str, value: str) -> bytes:

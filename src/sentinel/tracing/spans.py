@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Final
 from librt.strings import BytesWriter, write_i64_le
 
 from sentinel.config.model import RouteConfig
+from sentinel.proxy.by_method import ByMethod
 from sentinel.tracing.otlp import (
     IDS_AND_TIMES_SIZE,
     PARENT_SPAN_ID_HEAD,
@@ -72,38 +73,11 @@ class SpanStart:
         self.attributes = attributes
 
 
-class ByMethod:
-    """Span starts by request method. In front of the dict sits the method last asked for: most requests
-    to a route share a method, and the parser's method is a new bytes object each time, so a dict lookup
-    hashes and compares it (~400 instructions) where comparing with the last one costs ~20."""
-
-    __slots__ = ("_last", "_last_start", "_starts")
-
-    def __init__(self) -> None:
-        self._starts: dict[bytes, SpanStart] = {}
-        self._last = b""  # no method is empty
-        self._last_start = SpanStart(b"", b"")
-
-    def get(self, method: bytes) -> SpanStart | None:
-        if method == self._last:
-            return self._last_start
-        start = self._starts.get(method)
-        if start is not None:
-            self._last = method
-            self._last_start = start
-        return start
-
-    def put(self, method: bytes, start: SpanStart) -> SpanStart:
-        if len(self._starts) < _CACHE_MAX:
-            self._starts[method] = start
-        return start
-
-
 # request method -> the CLIENT span's name and kind fields, and its `http.request.method` attribute
-_CLIENT_STARTS: Final = ByMethod()
+_CLIENT_STARTS: Final = ByMethod[SpanStart](_CACHE_MAX)
 # (unrouted requests) method -> the SERVER span's name and kind fields, and its method attribute (routed
 # requests: the route's `span_names`, whose second piece also holds the route's attributes)
-_UNROUTED_NAMES: Final = ByMethod()
+_UNROUTED_NAMES: Final = ByMethod[SpanStart](_CACHE_MAX)
 _CLIENT_FLAGS: Final = _HAS_IS_REMOTE | _SAMPLED  # the parent, our SERVER span, is local
 # The end of a CLIENT span with a transport error, by the random trace id flag.
 _CLIENT_ERROR_ENDS: Final = (
