@@ -18,7 +18,11 @@ from typing import Final
 from sentinel.ipc import SPANS
 from sentinel.ipc.batch import FrameBatcher
 
-BATCH: Final = 512  # one export request's worth (max-export-batch-size), a quarter of the default queue
+# Spans a frame: ~55 KiB of ~430-byte spans. A frame larger than the control socket's send buffer (208 KiB
+# by default) is written in parts, and even one that fits costs more, cache-cold, to copy twice (the flush
+# and the kernel) than it saves in wake-ups of the supervisor: at 512 spans, sampling 1.0 cost ~2 us more per
+# request in the worker (docs/performance.md, session 11). The exporter joins frames into its own batches.
+BATCH: Final = 128
 
 
 class SpanRecorder(FrameBatcher):
