@@ -634,8 +634,9 @@ def test_parent_based_with_extracted_parent() -> None:
 
 
 @pytest.mark.parametrize("flags", [0, FLAG_SAMPLED, FLAG_RANDOM, FLAG_RANDOM | FLAG_SAMPLED, 0xFF, 0x1FF])
-def test_traceparent_line_is_the_field_as_the_general_path_writes_it(flags: int) -> None:
+def test_flags_text_is_what_the_traceparent_value_ends_with(flags: int) -> None:
     trace_hex, span_hex = TRACE.encode(), b"00f067aa0ba902b7"
-    line = context.traceparent_line_from_hex(trace_hex, span_hex, flags)
-    assert line == b"traceparent: " + context.traceparent_from_hex(trace_hex, span_hex, flags) + b"\r\n"
-    assert parse_traceparent([line[len(b"traceparent: ") : -2]]) is not None
+    value = context.traceparent_from_hex(trace_hex, span_hex, flags)
+    assert value == b"00-%s-%s-%s" % (trace_hex, span_hex, context.flags_text(flags))
+    assert context.flags_text(flags) == b"%02x" % (flags & 0xFF)
+    assert parse_traceparent([value]) is not None

@@ -46,10 +46,10 @@ from sentinel.tracing.context import (
     REQUEST_IDS,
     SpanContext,
     extract,
+    flags_text,
     new_span_id,
     new_trace_id,
     traceparent_from_hex,
-    traceparent_line_from_hex,
     traceparent_value,
 )
 from sentinel.tracing.correlation import INCOMING_HEADERS, is_valid_incoming
@@ -146,11 +146,14 @@ class Exchange:
     trace_flags = 0  # FLAG_RANDOM as received, or set for generated ids; sampled bit apart
     parent: SpanContext | None = None
     _trace_hex = b""  # trace_id as hex text, when known (see trace_hex_bytes)
-    span_id = b""  # the SERVER span of this request
-    _ids_hex = b""  # the hex text of the id draw this request's ids came from (RequestIds.hex) ...
+    # The SERVER span id and the current upstream attempt's CLIENT span id (properties below): sliced from
+    # the id draw when first asked for, which an unsampled request without b3 or Jaeger headers never does.
+    _span_id = b""
+    _client_span_id = b""
+    _ids_raw = b""  # the id draw this request's ids came from (RequestIds.raw) ...
+    _ids_hex = b""  # ... its hex text (RequestIds.hex) ...
     _ids_at = 0  # ... and their record's offset in the draw
-    client_span_id = b""  # the CLIENT span of the current upstream attempt
-    client_span_hex = b""  # and its hex text
+    client_span_hex = b""  # the CLIENT span id as hex text
     sampled = False
     # Agents (SPEC §5): the round out now, header ops for both directions, and a response held back
     # while response agents decide (its head, the phases left, the raw body, whether it ended).
@@ -579,11 +582,36 @@ class Exchange:
             self.trace_id = raw[at : at + 16]
             self._trace_hex = text[2 * at : 2 * at + 32]
             self.trace_flags = FLAG_RANDOM  # all 128 bits of our ids are random
-        self.span_id = raw[at + 16 : at + 24]
-        self.client_span_id = raw[at + 24 : at + 32]  # the first upstream attempt's
-        self.client_span_hex = text[2 * at + 48 : 2 * at + 64]
+        self.client_span_hex = text[2 * at + 48 : 2 * at + 64]  # the first upstream attempt's
+        self._ids_raw = raw
         self._ids_hex = text
         self._ids_at = at
+
+    @property
+    def span_id(self) -> bytes:
+        """The SERVER span's id (b"" without a trace)."""
+        span = self._span_id
+        if not span and self._ids_raw:
+            at = self._ids_at + 16
+            span = self._span_id = self._ids_raw[at : at + 8]
+        return span
+
+    @span_id.setter
+    def span_id(self, value: bytes) -> None:
+        self._span_id = value
+
+    @property
+    def client_span_id(self) -> bytes:
+        """The CLIENT span's id of the current upstream attempt (b"" without a trace)."""
+        span = self._client_span_id
+        if not span and self._ids_raw:
+            at = self._ids_at + 24
+            span = self._client_span_id = self._ids_raw[at : at + 8]
+        return span
+
+    @client_span_id.setter
+    def client_span_id(self, value: bytes) -> None:
+        self._client_span_id = value
 
     def trace_hex_bytes(self) -> bytes:
         """The trace id as hex text, ASCII-encoded (b"" without one)."""
@@ -720,17 +748,6 @@ class Exchange:
             out.append(jaeger_header(self.trace_id, self.client_span_id, self.span_id, self.sampled))
         return out
 
-    def _trace_lines(self) -> bytes:
-        """`_trace_fields` as header lines; with nothing but a traceparent to send (the common case), without
-        making the list."""
-        parent = self.parent
-        ctx = self.proto.ctx
-        if ctx.write_b3 or ctx.write_jaeger or (parent is not None and parent.tracestate):
-            return field_lines(self._trace_fields())
-        return traceparent_line_from_hex(
-            self.trace_hex_bytes(), self.client_span_hex, self.trace_flags | (FLAG_SAMPLED if self.sampled else 0)
-        )
-
     def _upstream_head(self, route: RouteRuntime) -> bytes:
         h = self.h
         proto = self.proto
@@ -744,12 +761,34 @@ class Exchange:
             # The common case: no body (its framing fields would be in `drop`), no upgrade (nor its
             # Connection field), no policy: the received fields go on as they came and ours follow in the
             # same build, in the order of the general case below.
-            trace_lines = self._trace_lines() if self.trace_id and ctx.propagate else b""
             host = h.get(b"host")
             if host is not None:
                 host_name, host_value = b"x-forwarded-host", host
             else:
                 host_name, host_value = b"host", self.tried[-1].key.encode()
+            if self.trace_id and ctx.propagate:
+                parent = self.parent
+                if not (ctx.write_b3 or ctx.write_jaeger or (parent is not None and parent.tracestate)):
+                    # Only a traceparent to add (the common traced case): its line is part of this build too.
+                    return (
+                        b"%s %s HTTP/1.1\r\n%sx-forwarded-for: %s\r\nx-forwarded-proto: %s\r\n"
+                        b"%s: %s\r\nx-correlation-id: %s\r\ntraceparent: 00-%s-%s-%s\r\n\r\n"
+                    ) % (
+                        self.method,
+                        self.raw_url,
+                        field_lines(self.headers),
+                        proto.client_ip_bytes,
+                        ctx.scheme,
+                        host_name,
+                        host_value,
+                        self.correlation_id.encode(),
+                        self.trace_hex_bytes(),
+                        self.client_span_hex,
+                        flags_text(self.trace_flags | (FLAG_SAMPLED if self.sampled else 0)),
+                    )
+                trace_lines = field_lines(self._trace_fields())
+            else:
+                trace_lines = b""
             return (
                 b"%s %s HTTP/1.1\r\n%sx-forwarded-for: %s\r\nx-forwarded-proto: %s\r\n"
                 b"%s: %s\r\nx-correlation-id: %s\r\n%s\r\n"
@@ -790,7 +829,7 @@ class Exchange:
             if route.request_ops or self.agent_request_ops:
                 out.extend(self._trace_fields())  # header policies and agents see them
             else:
-                trace_lines = self._trace_lines()
+                trace_lines = field_lines(self._trace_fields())
         if route.request_ops:
             apply_ops(out, route.request_ops)
         if self.agent_request_ops:

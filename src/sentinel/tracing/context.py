@@ -100,10 +100,9 @@ def traceparent_from_hex(trace_hex: bytes, span_hex: bytes, flags: int) -> bytes
     return b"00-%s-%s-%s" % (trace_hex, span_hex, _FLAGS_TEXT[flags & 0xFF])
 
 
-def traceparent_line_from_hex(trace_hex: bytes, span_hex: bytes, flags: int) -> bytes:
-    """The whole `traceparent` header line (CRLF included) in one build: what the upstream request
-    carries when there is nothing else to propagate."""
-    return b"traceparent: 00-%s-%s-%s\r\n" % (trace_hex, span_hex, _FLAGS_TEXT[flags & 0xFF])
+def flags_text(flags: int) -> bytes:
+    """trace-flags as its two lowercase hex characters (the low 8 bits), from a table."""
+    return _FLAGS_TEXT[flags & 0xFF]
 
 
 def _span_context(trace_id: bytes, span_id: bytes, flags: int, tracestate: str | None) -> SpanContext:
