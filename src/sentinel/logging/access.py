@@ -26,10 +26,12 @@ from sentinel.logging.timestamps import THREE_DIGITS, rfc3339_ms
 
 if TYPE_CHECKING:
     from sentinel.proxy.exchange import Exchange
+    from sentinel.upstream.target import TargetState
 
 # Small enough that a frame stays in cache and goes in one write (see tracing.recorder.BATCH).
 FLUSH_BYTES: Final = 32 * 1024
 _UNROUTED_FIELDS: Final = b'"route_id":null,"upstream":null,'
+_NO_TARGET_FIELDS: Final = b'"upstream_addr":null,"upstream_attempts":'
 # Each byte as "a" if it goes into a JSON string as it is (printable ASCII but the quote and the
 # backslash), else "1": a value needs no escaping when its translation `isalpha()`. (Translating with a
 # table is one pass; `translate(None, delete)` first builds a table of its own, ~1,000 instructions.)
@@ -104,6 +106,14 @@ def millis(ns: int) -> str:
     return millis_bytes(ns).decode()
 
 
+def _target_fields(target: TargetState) -> bytes:
+    """`"upstream_addr":...,"upstream_attempts":` of a target's lines, made on its first line."""
+    text = target.log_fields
+    if not text:
+        text = target.log_fields = f'"upstream_addr":{json_string(target.key)},"upstream_attempts":'.encode()
+    return text
+
+
 def route_fields(route: RouteConfig) -> bytes:
     """`"route_id":...,"upstream":...,` of a route's lines: made once per route, at config load."""
     return f'"route_id":{json_string(route.id)},"upstream":{_opt(route.upstream)},'.encode()
@@ -120,7 +130,7 @@ class _TimeCache:
 
 
 class AccessLog:
-    __slots__ = ("_clf", "_combined", "_errors_always", "_iso", "_random", "_rate", "_targets", "batch", "with_trace")
+    __slots__ = ("_clf", "_combined", "_errors_always", "_iso", "_random", "_rate", "batch", "with_trace")
 
     def __init__(
         self,
@@ -137,7 +147,6 @@ class AccessLog:
         self._random = rng
         self._iso = _TimeCache()
         self._clf = _TimeCache()
-        self._targets: dict[str, bytes] = {}
 
     def log(self, ex: Exchange, end_ns: int) -> None:
         if self._rate < 1.0:
@@ -168,10 +177,10 @@ class AccessLog:
         ua, host = h.get(b"user-agent"), h.get(b"host")
         if ua != proto.log_ua_raw:
             proto.log_ua_raw = ua
-            proto.log_ua = _opt_bytes(ua)
+            proto.log_client = b',"client_ip":"%s","user_agent":%s,"referer":' % (proto.client_ip_bytes, _opt_bytes(ua))
         if host != proto.log_host_raw:
             proto.log_host_raw = host
-            proto.log_host = _opt_bytes(host)
+            proto.log_host = b',"host":%s,' % _opt_bytes(host)
         referer = h.get(b"referer")
         # Read as Latin-1 from the request's bytes, so encoding them back gives those bytes.
         path_text, query_text, cid_text = ex.path, ex.query, ex.correlation_id
@@ -180,7 +189,7 @@ class AccessLog:
         cid = cid_text.encode()
         # All three are printable ASCII (llhttp refuses anything else in a request target, and an incoming
         # correlation id is checked for it), so only a quote or a backslash needs escaping.
-        if _quote_or_backslash(f"{path_text}{query_text}{cid_text}"):  # one string: two searches, not six
+        if _quote_or_backslash(path_text) or _quote_or_backslash(cid_text) or _quote_or_backslash(query_text):
             path, query, cid = _escaped_bytes(path), _escaped_bytes(query), _escaped_bytes(cid)
         route = ex.route
         tried = ex.tried
@@ -191,7 +200,7 @@ class AccessLog:
         span_hex = ex.span_hex_bytes() if with_ids else b""
         us = _micros(end_ns - ex.start_ns)
         referer_json = _opt_bytes(referer) if referer is not None else b"null"
-        target = self._target_field(tried[-1].key) if tried else b"null"
+        target = _target_fields(tried[-1]) if tried else _NO_TARGET_FIELDS
         out.write(b'{"timestamp":"')
         out.write(timestamp)
         if with_ids:
@@ -216,27 +225,13 @@ class AccessLog:
         out.write(_number(us // 1000))
         out.write(b".")
         out.write(_THREE_DIGITS[us % 1000])
-        out.write(b',"client_ip":"')
-        out.write(proto.client_ip_bytes)
-        out.write(b'","user_agent":')
-        out.write(proto.log_ua)
-        out.write(b',"referer":')
+        out.write(proto.log_client)
         out.write(referer_json)
-        out.write(b',"host":')
         out.write(proto.log_host)
-        out.write(b",")
         out.write(route.log_fields if route is not None else _UNROUTED_FIELDS)
-        out.write(b'"upstream_addr":')
         out.write(target)
-        out.write(b',"upstream_attempts":')
         out.write(_number(ex.attempts))
         out.write(b',"sampled":true}\n' if ex.sampled else b',"sampled":false}\n')
-
-    def _target_field(self, key: str) -> bytes:
-        text = self._targets.get(key)
-        if text is None:
-            text = self._targets[key] = json_string(key).encode()
-        return text
 
     def _combined_line(self, ex: Exchange, end_ns: int) -> str:
         """nginx's `combined`, then the trace id and the duration: `... "referer" "agent" TRACE_ID 1.234ms`."""

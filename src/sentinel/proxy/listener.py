@@ -217,11 +217,13 @@ class HttpProtocol(asyncio.Protocol):
         self.client_ip = ""
         self.client_port = 0
         self.client_ip_bytes = b""  # for X-Forwarded-For
-        # The access log's user-agent and host fields as JSON, for the values last seen on this connection.
-        self.log_ua_raw: bytes | None = None
-        self.log_ua = b"null"
-        self.log_host_raw: bytes | None = None
-        self.log_host = b"null"
+        # Pieces of the access log's JSON line for the User-Agent and Host last seen on this connection: the
+        # client address and user agent (up to the referer's key) and the host. NUL is never a field's value
+        # (llhttp refuses it), so the first request makes both.
+        self.log_ua_raw: bytes | None = b"\0"
+        self.log_client = b""
+        self.log_host_raw: bytes | None = b"\0"
+        self.log_host = b""
         self.pipeline: collections.deque[Exchange] = collections.deque()
         self.parsing: Exchange | None = None  # the exchange whose request is being read
         self.closing = False

@@ -21,6 +21,7 @@ class TargetState:
         "host",
         "inflight",
         "key",
+        "log_fields",
         "passive_down_until",
         "port",
         "span_fields",
@@ -43,6 +44,8 @@ class TargetState:
         # What the CLIENT spans of this target share (the start of url.full, the attributes naming the
         # target), encoded once by the tracing code when first needed.
         self.span_fields: tuple[bytes, bytes] | None = None
+        # The access log's upstream_addr field for this target (and the next key), made on its first line.
+        self.log_fields = b""
 
     def healthy(self, now: float) -> bool:
         return self.active_healthy and self.passive_down_until <= now
