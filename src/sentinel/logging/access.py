@@ -189,7 +189,8 @@ class AccessLog:
         cid = cid_text.encode()
         # All three are printable ASCII (llhttp refuses anything else in a request target, and an incoming
         # correlation id is checked for it), so only a quote or a backslash needs escaping.
-        if _quote_or_backslash(path_text) or _quote_or_backslash(cid_text) or _quote_or_backslash(query_text):
+        # One string and two searches: cheaper than six searches of the three (each search has its set-up).
+        if _quote_or_backslash(f"{path_text}{query_text}{cid_text}"):
             path, query, cid = _escaped_bytes(path), _escaped_bytes(query), _escaped_bytes(cid)
         route = ex.route
         tried = ex.tried
