@@ -36,7 +36,7 @@ from sentinel.config import (
     read_config_file,
 )
 from sentinel.config.model import AccessLogConfig, ListenerConfig, MetricsConfig
-from sentinel.ipc import ACCESS, CONTROL, SPANS, decode_control, encode_control, read_frame
+from sentinel.ipc import ACCESS, CONTROL, SPANS, FrameSplitter, decode_control, encode_control
 from sentinel.logging import app as app_log
 from sentinel.logging.writer import AccessLogWriter
 from sentinel.metrics.aggregate import Aggregator
@@ -54,6 +54,7 @@ _EXPORT_SHUTDOWN_MAX = 5.0  # seconds the exporter may take to send what is queu
 _RESTART_BACKOFF_MAX = 5.0
 _SCRAPE_WAIT = 2.0  # how long a scrape waits for a worker's snapshot before using its previous one
 _READER_DRAIN = 5.0  # how long an exited worker's last frames may take to arrive
+_READ_CHUNK = 256 * 1024  # the most one read of a worker's control socket takes
 
 _log = logging.getLogger("sentinel.supervisor")
 
@@ -232,31 +233,37 @@ class Supervisor:
         self.workers[slot] = handle
 
     async def _read_worker(self, handle: WorkerHandle, reader: asyncio.StreamReader) -> None:
+        # Whole reads cut into frames: with the access log or tracing on, a worker sends hundreds of frames
+        # a second, and reading each as two `readexactly` calls cost two resumptions of this task per frame.
+        frames = FrameSplitter()
         while True:
-            frame = await read_frame(reader)
-            if frame is None:
-                return
-            kind, payload = frame
-            if kind == SPANS:
-                if self.exporter is not None:
-                    try:
-                        self.exporter.offer_framed(payload)
-                    except ValueError as e:  # a worker bug; the frame is lost, not the supervisor
-                        log(f"worker {handle.slot} sent a malformed SPANS frame: {e}", logging.ERROR)
-            elif kind == ACCESS:
-                if self.access_writer is not None:
-                    self.access_writer.write(payload)
-            elif kind == CONTROL:
-                message = decode_control(payload)
-                kind_name = message.get("type")
-                if kind_name == "ready":
-                    handle.ready.set()
-                    self._restart_delay.pop(handle.slot, None)
-                    self._send_health_state(handle)
-                elif kind_name == "metrics":
-                    self._snapshot_received(handle, message)
-                elif kind_name == "scrape":
-                    asyncio.get_running_loop().create_task(self._answer_scrape(handle, message))
+            data = await reader.read(_READ_CHUNK)
+            if not data:
+                return  # end of stream (a frame cut short by it is dropped, as read_frame does)
+            for kind, payload in frames.feed(data):
+                self._frame_received(handle, kind, payload)
+
+    def _frame_received(self, handle: WorkerHandle, kind: int, payload: bytes) -> None:
+        if kind == SPANS:
+            if self.exporter is not None:
+                try:
+                    self.exporter.offer_framed(payload)
+                except ValueError as e:  # a worker bug; the frame is lost, not the supervisor
+                    log(f"worker {handle.slot} sent a malformed SPANS frame: {e}", logging.ERROR)
+        elif kind == ACCESS:
+            if self.access_writer is not None:
+                self.access_writer.write(payload)
+        elif kind == CONTROL:
+            message = decode_control(payload)
+            kind_name = message.get("type")
+            if kind_name == "ready":
+                handle.ready.set()
+                self._restart_delay.pop(handle.slot, None)
+                self._send_health_state(handle)
+            elif kind_name == "metrics":
+                self._snapshot_received(handle, message)
+            elif kind_name == "scrape":
+                asyncio.get_running_loop().create_task(self._answer_scrape(handle, message))
 
     # -- metrics ------------------------------------------------------------------------------------
 
