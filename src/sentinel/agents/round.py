@@ -160,7 +160,7 @@ class AgentRound:
         metrics = binding.metrics
         if metrics is not None:
             if call.outcome != CIRCUIT_OPEN:
-                metrics.latency.observe((end_ns - call.start_ns) / 1e9)
+                metrics.latency.observe(end_ns - call.start_ns)
             if call.outcome == OK:
                 metrics.decided(decision)
             elif call.outcome == TIMEOUT:

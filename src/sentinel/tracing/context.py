@@ -13,11 +13,13 @@ import binascii
 import os
 import random
 import re
-from binascii import hexlify, unhexlify
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
+# Final: compiled, a C static rather than a lookup in the module's dict on every call.
+_hexlify: Final = binascii.hexlify
+_unhexlify: Final = binascii.unhexlify
 FLAG_SAMPLED: Final = 0x01
 FLAG_RANDOM: Final = 0x02  # Level 2: at least the rightmost 7 bytes of the trace id are random.
 # Flags this implementation understands. The other bits are "reserved for future use" and vendors
@@ -91,7 +93,7 @@ class SpanContext:
 
 def traceparent_value(trace_id: bytes, span_id: bytes, flags: int) -> bytes:
     """`00-<trace>-<span>-<flags>` (also the format of `traceresponse`)."""
-    return traceparent_from_hex(hexlify(trace_id), hexlify(span_id), flags)
+    return traceparent_from_hex(_hexlify(trace_id), _hexlify(span_id), flags)
 
 
 def traceparent_from_hex(trace_hex: bytes, span_hex: bytes, flags: int) -> bytes:
@@ -126,8 +128,8 @@ def parse_traceparent(values: Sequence[bytes]) -> SpanContext | None:
         return _parse_slow(value)
     flags = _FLAGS.get(value[53:55])
     try:
-        trace_id = unhexlify(value[3:35])
-        span_id = unhexlify(value[36:52])
+        trace_id = _unhexlify(value[3:35])
+        span_id = _unhexlify(value[36:52])
     except binascii.Error:
         return None  # a dash where a hex digit belongs
     if flags is None or trace_id == _ZERO_TRACE_ID or span_id == _ZERO_SPAN_ID:
@@ -153,8 +155,8 @@ def _parse_slow(value: bytes) -> SpanContext | None:
         # A higher version may add fields, but only after a dash following the flags. What they
         # hold is not ours to parse or check.
         return None
-    trace_id = unhexlify(match[2])
-    span_id = unhexlify(match[3])
+    trace_id = _unhexlify(match[2])
+    span_id = _unhexlify(match[3])
     if trace_id == _ZERO_TRACE_ID or span_id == _ZERO_SPAN_ID:
         return None
     # For a higher version, only the flags this version defines are read; _FLAGS does that too.
@@ -255,7 +257,7 @@ class RequestIds:
             if _ZERO_SPAN_ID not in raw:
                 break
         self.raw = raw
-        self.hex = hexlify(raw)
+        self.hex = _hexlify(raw)
         self.offset = 0
 
     def forget(self) -> None:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import random
+import time
 import uuid
 from collections.abc import Callable, Mapping
-from time import time as _time
 from typing import Final
 
 from sentinel.config.model import TraceIdFormat
@@ -13,6 +13,7 @@ from sentinel.config.model import TraceIdFormat
 BASE58: Final = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 _TIME_MODULUS: Final = 58**3
 _getrandbits: Final = random.getrandbits
+_time: Final = time.time  # Final: compiled, a C static rather than a lookup in the module's dict
 # Checked in order; the first valid one is kept (SPEC §6.1).
 INCOMING_HEADERS: Final = ("x-correlation-id", "x-request-id", "x-trace-id")
 

@@ -9,14 +9,15 @@ a sampling state counts as not sampled, and the debug flag as sampled.
 
 from __future__ import annotations
 
+import binascii
 import re
-from binascii import unhexlify
 from collections.abc import Mapping
 from typing import Final
 from urllib.parse import unquote_to_bytes
 
 from sentinel.tracing.context import FLAG_SAMPLED, SpanContext
 
+_unhexlify: Final = binascii.unhexlify  # Final: compiled, a C static, not a dict lookup per call
 _HEX: Final = re.compile(rb"[0-9a-f]{1,32}")
 _B3_SINGLE: Final = re.compile(rb"([0-9a-f]{16}|[0-9a-f]{32})-([0-9a-f]{16})(?:-([01d]))?(?:-([0-9a-f]{16}))?")
 _B3_SAMPLED: Final = {b"1": True, b"true": True, b"d": True, b"0": False, b"false": False}
@@ -29,7 +30,7 @@ def _id(text: bytes, size: int) -> bytes | None:
     """Hex id of up to `size` bytes, left-padded; None if malformed or all zero."""
     if len(text) > size * 2 or not _HEX.fullmatch(text):
         return None
-    raw = unhexlify(text.rjust(size * 2, b"0"))
+    raw = _unhexlify(text.rjust(size * 2, b"0"))
     return raw if raw.strip(b"\0") else None
 
 
