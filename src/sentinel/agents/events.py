@@ -59,7 +59,7 @@ def request_headers_tail(ex: Exchange, route_part: bytes) -> bytes:
     agent call (each call is its own span). Built by hand around the route's constant part: this runs
     for every request of a route with agents."""
     proto = ex.proto
-    host = ex.h.get(b"host")
+    host = ex.host
     return b'"correlation_id":%s,"request_id":"%s","client_ip":%s,"client_port":%d,"server_name":%s,' % (
         _quote(ex.correlation_id).encode(),
         _uuid4().encode(),

@@ -39,6 +39,14 @@ _JSON_PLAIN: Final = bytes(0x61 if 0x20 <= c < 0x7F and c not in b'"\\' else 0x3
 # Numbers of a line as text: statuses, and small counts and milliseconds, made once.
 _NUMBERS: Final = tuple(str(n).encode() for n in range(1024))
 _THREE_DIGITS: Final = tuple(d.encode() for d in THREE_DIGITS)
+_DOT_THREE_DIGITS: Final = tuple(b"." + d for d in _THREE_DIGITS)
+# A line's protocol and status with the keys around them, for the statuses 100-599.
+_STATUS_HTTP11: Final = tuple(b'","protocol":"HTTP/1.1","status":%d,"body_bytes":' % n for n in range(100, 600))
+_STATUS_HTTP10: Final = tuple(b'","protocol":"HTTP/1.0","status":%d,"body_bytes":' % n for n in range(100, 600))
+# A line's end: the number of upstream attempts (0 to 15) and whether the request was sampled.
+_TAILS: Final = 16
+_TAILS_SAMPLED: Final = tuple(b'%d,"sampled":true}\n' % n for n in range(_TAILS))
+_TAILS_UNSAMPLED: Final = tuple(b'%d,"sampled":false}\n' % n for n in range(_TAILS))
 _MONTHS: Final = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
@@ -68,7 +76,6 @@ def _json_plain(data: bytes) -> bool:
 
 
 def _quote_or_backslash(text: str) -> bool:
-    # `in` on str is a C search; on bytes, compiled, it first tries the operand as an integer.
     return '"' in text or "\\" in text
 
 
@@ -122,11 +129,12 @@ def route_fields(route: RouteConfig) -> bytes:
 class _TimeCache:
     """A formatted timestamp (ASCII) and the time unit (second or millisecond) it was made for."""
 
-    __slots__ = ("text", "unit")
+    __slots__ = ("bare", "text", "unit")
 
     def __init__(self) -> None:
         self.unit = -1
         self.text = b""
+        self.bare = b""
 
 
 class AccessLog:
@@ -160,52 +168,60 @@ class AccessLog:
             self._write_json_line(batch.buffer, ex, end_ns)
             batch.written()
 
-    def _timestamp(self, ns: int) -> bytes:
-        """RFC 3339 UTC with milliseconds, formatted once per millisecond (busy workers log many per ms)."""
-        ms = ns // 1_000_000
-        cache = self._iso
-        if cache.unit != ms:
-            cache.unit = ms
-            cache.text = rfc3339_ms(ms).encode()
-        return cache.text
-
     def _write_json_line(self, out: BytesWriter, ex: Exchange, end_ns: int) -> None:
-        """The JSON line, written into `out` piece by piece (compiled, each write is a C call and a copy)."""
+        """The JSON line, written into `out` piece by piece (compiled, each write is a C call and a copy, so
+        constant keys are joined to the values next to them wherever a table or a cache can hold both)."""
         h = ex.h
         proto = ex.proto
         # User agent and host repeat on a connection: their JSON is kept per connection, checked once.
-        ua, host = h.get(b"user-agent"), h.get(b"host")
-        if ua != proto.log_ua_raw:
-            proto.log_ua_raw = ua
-            proto.log_client = b',"client_ip":"%s","user_agent":%s,"referer":' % (proto.client_ip_bytes, _opt_bytes(ua))
-        if host != proto.log_host_raw:
-            proto.log_host_raw = host
-            proto.log_host = b',"host":%s,' % _opt_bytes(host)
+        ua, host = h.get(b"user-agent"), ex.host
+        if ua != proto.log_ua_raw or host != proto.log_host_raw:
+            proto.log_ua_raw, proto.log_host_raw = ua, host
+            client = b',"client_ip":"%s","user_agent":%s,"referer":' % (proto.client_ip_bytes, _opt_bytes(ua))
+            host_json = b',"host":%s,' % _opt_bytes(host)
+            proto.log_client, proto.log_host = client, host_json
+            proto.log_no_referer = b"%snull%s" % (client, host_json)
         referer = h.get(b"referer")
-        # Read as Latin-1 from the request's bytes, so encoding them back gives those bytes.
-        path_text, query_text, cid_text = ex.path, ex.query, ex.correlation_id
-        path = path_text.encode("latin-1")
-        query = query_text.encode("latin-1") if query_text else b""
+        # Read as Latin-1 from the request's bytes, so encoding them back gives those bytes. In origin form
+        # without a query (nearly every request) the path is the request target as it came.
+        raw_url, path_text, query_text = ex.raw_url, ex.path, ex.query
+        if len(raw_url) == len(path_text):
+            path, query = raw_url, b""
+        else:
+            path = path_text.encode("latin-1")
+            query = query_text.encode("latin-1") if query_text else b""
+        cid_text = ex.correlation_id
         cid = cid_text.encode()
-        # All three are printable ASCII (llhttp refuses anything else in a request target, and an incoming
-        # correlation id is checked for it), so only a quote or a backslash needs escaping.
-        # One string and two searches: cheaper than six searches of the three (each search has its set-up).
-        if _quote_or_backslash(f"{path_text}{query_text}{cid_text}"):
+        # The target is printable ASCII (llhttp refuses anything else in it) and so is the correlation id
+        # (an incoming one is checked for it; a new one is letters and digits), so only a quote or a
+        # backslash needs escaping. (`in` on str is one C search; on bytes, compiled, it first tries the
+        # operand as an integer, and translating the bytes through a table costs twice as much.)
+        if _quote_or_backslash(ex.url) or (ex.correlation_incoming and _quote_or_backslash(cid_text)):
             path, query, cid = _escaped_bytes(path), _escaped_bytes(query), _escaped_bytes(cid)
         route = ex.route
         tried = ex.tried
         # Every value first, then the writes: nothing can fail half-way through a line in the batch.
-        timestamp = self._timestamp(ex.start_ns)
-        with_ids = self.with_trace and ex.trace_id
+        with_ids = self.with_trace and len(ex.trace_id) > 0
+        head = self._line_head(ex.start_ns, with_ids)
         trace_hex = ex.trace_hex_bytes() if with_ids else b""
         span_hex = ex.span_hex_bytes() if with_ids else b""
         us = _micros(end_ns - ex.start_ns)
-        referer_json = _opt_bytes(referer) if referer is not None else b"null"
+        status = ex.status
+        if 100 <= status < 600:
+            status_piece = (_STATUS_HTTP10 if ex.http10 else _STATUS_HTTP11)[status - 100]
+        else:
+            status_piece = b'","protocol":"%s","status":%s,"body_bytes":' % (
+                b"HTTP/1.0" if ex.http10 else b"HTTP/1.1",
+                str(status).encode(),
+            )
         target = _target_fields(tried[-1]) if tried else _NO_TARGET_FIELDS
-        out.write(b'{"timestamp":"')
-        out.write(timestamp)
+        attempts = ex.attempts
+        if attempts < _TAILS:
+            tail = (_TAILS_SAMPLED if ex.sampled else _TAILS_UNSAMPLED)[attempts]
+        else:
+            tail = b'%d,"sampled":%s}\n' % (attempts, b"true" if ex.sampled else b"false")
+        out.write(head)
         if with_ids:
-            out.write(b'","trace_id":"')
             out.write(trace_hex)
             out.write(b'","span_id":"')
             out.write(span_hex)
@@ -218,21 +234,32 @@ class AccessLog:
         if query:
             out.write(b'","query":"')
             out.write(query)
-        out.write(b'","protocol":"HTTP/1.0","status":' if ex.http10 else b'","protocol":"HTTP/1.1","status":')
-        out.write(_number(ex.status))
-        out.write(b',"body_bytes":')
+        out.write(status_piece)
         out.write(_number(ex.response_bytes))
         out.write(b',"duration_ms":')
         out.write(_number(us // 1000))
-        out.write(b".")
-        out.write(_THREE_DIGITS[us % 1000])
-        out.write(proto.log_client)
-        out.write(referer_json)
-        out.write(proto.log_host)
+        out.write(_DOT_THREE_DIGITS[us % 1000])
+        if referer is None:
+            out.write(proto.log_no_referer)
+        else:
+            out.write(proto.log_client)
+            out.write(_opt_bytes(referer))
+            out.write(proto.log_host)
         out.write(route.log_fields if route is not None else _UNROUTED_FIELDS)
         out.write(target)
-        out.write(_number(ex.attempts))
-        out.write(b',"sampled":true}\n' if ex.sampled else b',"sampled":false}\n')
+        out.write(tail)
+
+    def _line_head(self, ns: int, with_ids: bool) -> bytes:
+        """`{"timestamp":"...` up to the trace id's value (or up to the correlation id's key, without ids),
+        made once per millisecond (busy workers log many lines per ms)."""
+        ms = ns // 1_000_000
+        cache = self._iso
+        if cache.unit != ms:
+            cache.unit = ms
+            stamp = rfc3339_ms(ms).encode()
+            cache.text = b'{"timestamp":"%s","trace_id":"' % stamp
+            cache.bare = b'{"timestamp":"%s' % stamp
+        return cache.text if with_ids else cache.bare
 
     def _combined_line(self, ex: Exchange, end_ns: int) -> str:
         """nginx's `combined`, then the trace id and the duration: `... "referer" "agent" TRACE_ID 1.234ms`."""

@@ -8,12 +8,12 @@ streamed to the client; each side pauses the other when its write buffer fills.
 from __future__ import annotations
 
 import asyncio
+import binascii
 import functools
 import logging
 import os
-from binascii import hexlify
+import time
 from collections.abc import Callable
-from time import monotonic, time_ns
 from typing import TYPE_CHECKING, Final
 
 import httptools
@@ -65,6 +65,11 @@ if TYPE_CHECKING:
 log: Final = logging.getLogger("sentinel.proxy")
 
 IDEMPOTENT: Final = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
+# Module-level functions bound as Final: compiled, a Final name is a C static, where an imported name is
+# looked up in the module's dict on every call (~130 instructions).
+_time_ns: Final = time.time_ns
+_monotonic: Final = time.monotonic
+_hexlify: Final = binascii.hexlify
 _INCOMING_ID_HEADERS: Final = tuple(h.encode() for h in INCOMING_HEADERS)
 _INCOMING_ID_SET: Final = frozenset(_INCOMING_ID_HEADERS)
 _BUFFER_HIGH: Final = 256 * 1024
@@ -110,13 +115,16 @@ class Exchange:
     raw_url: bytes
     headers: list[tuple[bytes, bytes]]
     h: dict[bytes, bytes]  # lower-cased name → first value
+    host: bytes | None  # the Host field as received (looked up once: routing, the upstream head, the log)
     content_length: int | None = None
     chunked = False
     request_done = False  # the whole request has been read
     expect_continue = False
+    url = ""  # the request target as text (Latin-1), as received
     path = ""
     query = ""
     correlation_id = ""
+    correlation_incoming = False  # the id came with the request (so may hold a quote or a backslash)
     start_ns: int
     # Request body on its way (buffered while no upstream connection is ready).
     body_buffer: list[bytes]
@@ -180,6 +188,7 @@ class Exchange:
             if lower not in h:
                 h[lower] = value
         self.h = h
+        self.host = h.get(b"host")
         # llhttp keeps an HTTP/1.0 connection alive only when a Connection or Proxy-Connection field asks
         # for it, so keep-alive without either means 1.1, and the version string (formatted by httptools
         # on each call) is not needed.
@@ -191,7 +200,7 @@ class Exchange:
         self.body_buffer = []
         self.tried = []
         self.out = []
-        self.start_ns = time_ns()
+        self.start_ns = _time_ns()
         # llhttp reports an upgrade only for CONNECT, or for an Upgrade field with `Connection: upgrade`:
         # without either, the call is skipped.
         if (b"upgrade" in h or self.method == b"CONNECT") and parser.should_upgrade():
@@ -299,7 +308,7 @@ class Exchange:
         # Searched as text: `bytes in bytes` first tries the operand as an integer, raising and clearing a
         # TypeError every time, and `bytes.find` parses its arguments with PyArg_ParseTuple (together
         # about 1 us with cold caches); `str in str` has neither detour.
-        url = raw_url.decode("latin-1")
+        url = self.url = raw_url.decode("latin-1")
         if url[:1] == "/" and "#" not in url:
             # Origin form, as nearly every request has it (llhttp has checked its characters).
             self.path, _, self.query = url.partition("?")
@@ -322,7 +331,7 @@ class Exchange:
             self.proto.closing = True  # the body will not be read
             self.send_error(413, "request body too large")
             return
-        host = h.get(b"host")
+        host = self.host
         if host is None and not self.http10:
             self.proto.closing = True  # a malformed request: nothing after it is trusted
             self.send_error(400, "missing Host header")
@@ -617,7 +626,7 @@ class Exchange:
         """The trace id as hex text, ASCII-encoded (b"" without one)."""
         text = self._trace_hex
         if not text and self.trace_id:
-            text = self._trace_hex = hexlify(self.trace_id)
+            text = self._trace_hex = _hexlify(self.trace_id)
         return text
 
     def span_hex_bytes(self) -> bytes:
@@ -626,7 +635,7 @@ class Exchange:
         if text:
             at = 2 * self._ids_at + 32
             return text[at : at + 16]
-        return hexlify(self.span_id) if self.span_id else b""
+        return _hexlify(self.span_id) if self.span_id else b""
 
     @property
     def trace_hex(self) -> str:
@@ -639,6 +648,7 @@ class Exchange:
         for name in _INCOMING_ID_HEADERS:
             value = h.get(name)
             if value is not None and is_valid_incoming(value):
+                self.correlation_incoming = True
                 return value.decode("ascii")
         return self.proto.ctx.new_id()
 
@@ -662,9 +672,9 @@ class Exchange:
         self.attempts += 1
         if self.trace_id and self.attempts > 1:
             self.client_span_id = new_span_id()  # a retry: its own CLIENT span
-            self.client_span_hex = hexlify(self.client_span_id)
+            self.client_span_hex = _hexlify(self.client_span_id)
         if self.sampled or route.upstream_metrics is not None:
-            self.attempt_start_ns = time_ns()
+            self.attempt_start_ns = _time_ns()
         pool = cluster.pools[target.key]
         conn = pool.take_idle()
         if conn is not None:
@@ -691,7 +701,7 @@ class Exchange:
         self.send(conn, target)
 
     def _connect_failed(self, target: TargetState, failure: str) -> None:
-        target.record_failure(monotonic())
+        target.record_failure(_monotonic())
         self.last_failure = failure
         self._attempt_ended(0, failure)
         if self.done:
@@ -761,7 +771,7 @@ class Exchange:
             # The common case: no body (its framing fields would be in `drop`), no upgrade (nor its
             # Connection field), no policy: the received fields go on as they came and ours follow in the
             # same build, in the order of the general case below.
-            host = h.get(b"host")
+            host = self.host
             if host is not None:
                 host_name, host_value = b"x-forwarded-host", host
             else:
@@ -818,8 +828,8 @@ class Exchange:
         client_ip = proto.client_ip_bytes
         out.append((b"x-forwarded-for", forwarded_for + b", " + client_ip if forwarded_for else client_ip))
         out.append((b"x-forwarded-proto", ctx.scheme))
-        if b"host" in h:
-            out.append((b"x-forwarded-host", h[b"host"]))
+        if self.host is not None:
+            out.append((b"x-forwarded-host", self.host))
         else:
             target = self.tried[-1]
             out.append((b"host", target.key.encode()))
@@ -963,7 +973,7 @@ class Exchange:
 
     def on_response_complete(self) -> None:
         conn, self.conn = self.conn, None
-        end_ns = time_ns() if self.attempt_start_ns else 0  # the attempt ends now, not after the write
+        end_ns = _time_ns() if self.attempt_start_ns else 0  # the attempt ends now, not after the write
         if self.status != 101:
             if self.mode == _CHUNKED:
                 self.out.append(LAST_CHUNK)
@@ -972,7 +982,7 @@ class Exchange:
         target = self.tried[-1]
         target.inflight -= 1
         if self.status >= 500:
-            target.record_failure(monotonic())
+            target.record_failure(_monotonic())
         else:
             target.record_success()
         if self.status == 101:
@@ -1021,14 +1031,14 @@ class Exchange:
             return
         if self.response_started:
             # Half a response is worse than none: cut the client off so it sees the failure.
-            target.record_failure(monotonic())
+            target.record_failure(_monotonic())
             if self.proto.transport is not None:
                 self.proto.transport.abort()
             self._finish(keep_alive=False)
             return
         stale = conn is not None and conn.reused and not conn.received_any and failure in ("closed", "reset")
         if not stale:
-            target.record_failure(monotonic())
+            target.record_failure(_monotonic())
         self.last_failure = failure
         route = self.route
         assert route is not None
@@ -1164,7 +1174,7 @@ class Exchange:
         """The request is over (answered, or its client went away): its span, metrics and access-log line."""
         self._attempt_ended(0, "aborted")  # an attempt still open here was cut short
         ctx = self.proto.ctx
-        end_ns = time_ns()
+        end_ns = _time_ns()
         if self.sampled:
             recorder = ctx.recorder
             if recorder is not None:
@@ -1173,14 +1183,17 @@ class Exchange:
         metrics = ctx.metrics
         if metrics is not None:
             if self.trace_id:
-                metrics.traces[self.sampled] += 1
+                if self.sampled:
+                    metrics.traces_sampled += 1
+                else:
+                    metrics.traces_unsampled += 1
             route = self.route
             (route.metrics if route is not None and route.metrics is not None else metrics.unrouted).observe(
                 self.method,
                 self.status,
-                (end_ns - self.start_ns) / 1e9,
+                end_ns - self.start_ns,
                 self.trace_hex if self.sampled else None,
-                end_ns / 1e9,
+                end_ns,
             )
         access_log = ctx.access_log
         if access_log is not None:
@@ -1208,7 +1221,7 @@ class Exchange:
         if not start:
             return
         self.attempt_start_ns = 0
-        end = end_ns or time_ns()
+        end = end_ns or _time_ns()
         if self.sampled:
             recorder = self.proto.ctx.recorder
             if recorder is not None:
@@ -1216,7 +1229,7 @@ class Exchange:
                 recorder.written()
         route = self.route
         if route is not None and route.upstream_metrics is not None:
-            route.upstream_metrics.observe(status, error, (end - start) / 1e9)
+            route.upstream_metrics.observe(status, error, end - start)
 
     # -- whole-request and write timeouts (timers only exist when they can fire) --------------------
 

@@ -224,6 +224,7 @@ class HttpProtocol(asyncio.Protocol):
         self.log_client = b""
         self.log_host_raw: bytes | None = b"\0"
         self.log_host = b""
+        self.log_no_referer = b""  # log_client, null and log_host: the line's piece when there is no Referer
         self.pipeline: collections.deque[Exchange] = collections.deque()
         self.parsing: Exchange | None = None  # the exchange whose request is being read
         self.closing = False

@@ -260,7 +260,7 @@ def write_server_span(out: BytesWriter, ex: Exchange, end_ns: int) -> None:
     correlation_id = ex.correlation_id.encode()
     correlation_head = _head(_CORRELATION_HEADS, "sentinel.correlation_id", len(correlation_id))
     h = ex.h
-    connection_attrs = proto.span_attributes(ex.http10, h.get(b"host"), h.get(b"user-agent"))
+    connection_attrs = proto.span_attributes(ex.http10, ex.host, h.get(b"user-agent"))
     failed = 4 if status >= 500 or status == 0 else 0
     end = _server_end(status, failed | (0 if parent is None else 2) | (1 if ex.trace_flags & _RANDOM else 0))
     size = (
