@@ -8,7 +8,7 @@ import socket
 
 import uvloop
 
-from sentinel.ipc import ACCESS, SPANS, read_frame
+from sentinel.ipc import SPANS, read_frame
 from sentinel.ipc.batch import MAX_PENDING_BYTES, FrameBatcher
 from sentinel.logging.access import FLUSH_BYTES
 from sentinel.tracing.otlp import SpanKind, count_framed_spans, encode_span, framed_span_head, unframe_spans
@@ -69,10 +69,16 @@ def test_a_batch_is_dropped_and_counted_when_the_supervisor_is_behind() -> None:
     uvloop.run(main())
 
 
-def test_access_batches_hold_whole_lines() -> None:
+def test_access_batches_go_unframed_and_hold_whole_lines() -> None:
     async def main() -> None:
         reader, writer, _ = await _pair()
-        batch = FrameBatcher(ACCESS, writer.writelines, writer.transport.get_write_buffer_size, max_bytes=FLUSH_BYTES)
+        sent: list[list[bytes]] = []
+
+        def send(buffers: list[bytes]) -> None:
+            sent.append(buffers)
+            writer.writelines(buffers)
+
+        batch = FrameBatcher(None, send, writer.transport.get_write_buffer_size, max_bytes=FLUSH_BYTES)
         lines = [f"line {n} é\n".encode() for n in range(FLUSH_BYTES // 10)]
         for n, line in enumerate(lines):
             if n % 2:
@@ -83,15 +89,11 @@ def test_access_batches_hold_whole_lines() -> None:
                 batch.written()
         batch.flush()
         received = b""
-        frames = 0
         while received.count(b"\n") < len(lines):
-            kind, payload = await asyncio.wait_for(read_frame(reader), 10)  # type: ignore[misc]
-            assert kind == ACCESS
-            assert payload.endswith(b"\n")  # a frame holds whole lines
-            received += payload
-            frames += 1
-        assert received == b"".join(lines)
-        assert frames >= 2  # FLUSH_BYTES sent one before the end
+            received += await asyncio.wait_for(reader.read(1 << 20), 10)
+        assert received == b"".join(lines)  # no frame headers: the access socket carries the lines alone
+        assert len(sent) >= 2  # FLUSH_BYTES sent one before the end
+        assert all(len(buffers) == 1 and buffers[0].endswith(b"\n") for buffers in sent)  # whole lines
         assert batch.dropped == 0
         writer.close()
 

@@ -6,9 +6,9 @@ import random
 
 import pytest
 
-from sentinel.ipc import ACCESS, CONTROL, MAX_FRAME, SPANS, FrameSplitter, encode, frame_header
+from sentinel.ipc import CONTROL, MAX_FRAME, SPANS, FrameSplitter, encode, frame_header
 
-FRAMES = [(CONTROL, b'{"type":"ready"}'), (SPANS, bytes(range(256)) * 300), (ACCESS, b"line\n" * 7), (ACCESS, b"")]
+FRAMES = [(CONTROL, b'{"type":"ready"}'), (SPANS, bytes(range(256)) * 300), (SPANS, b"line\n" * 7), (CONTROL, b"")]
 STREAM = b"".join(encode(kind, payload) for kind, payload in FRAMES)
 
 
@@ -41,7 +41,7 @@ def test_a_frame_cut_short_by_the_end_of_the_stream_is_not_returned() -> None:
 
 @pytest.mark.parametrize("length", [0, MAX_FRAME + 1])
 def test_a_bad_length_is_an_error(length: int) -> None:
-    header = frame_header(ACCESS, 0)
+    header = frame_header(SPANS, 0)
     bad = length.to_bytes(4, "big") + header[4:]
     with pytest.raises(ValueError, match="bad frame length"):
         FrameSplitter().feed(encode(CONTROL, b"{}") + bad)

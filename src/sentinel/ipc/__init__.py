@@ -2,7 +2,8 @@
 
 Frame: u32 big-endian length of what follows, a type byte, then the payload. Type 1 carries a
 JSON control message (both ways; metric snapshots and scrapes are control messages too), type 2 a
-batch of finished spans, type 3 a batch of access-log lines (worker → supervisor).
+batch of finished spans (worker → supervisor). Access-log lines have a socket of their own
+(logging/writer.py), read by the supervisor's writer thread rather than its event loop.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from typing import Any
 
 CONTROL = 1
 SPANS = 2  # worker → supervisor: encoded OTLP spans framed as the ScopeSpans.spans field (otlp.frame_spans)
-ACCESS = 3  # worker → supervisor: whole access-log lines, UTF-8
 _HEADER = struct.Struct(">IB")
 MAX_FRAME = 64 * 1024 * 1024
 

@@ -39,14 +39,15 @@ class FrameBatcher:
 
     def __init__(
         self,
-        kind: int,
+        kind: int | None,
         send: Callable[[list[bytes]], None],
         send_buffer_size: Callable[[], int],
         max_items: int = 1 << 30,
         max_bytes: int = 1 << 30,
     ) -> None:
-        """`send` writes a frame of type `kind`, as a list of buffers, to the control socket;
-        `send_buffer_size` says how much is still waiting there."""
+        """`send` writes a frame of type `kind`, as a list of buffers, to the control socket (or, with
+        `kind` None, the bare payload to a socket of its own); `send_buffer_size` says how much is still
+        waiting there."""
         self._kind = kind
         self._send = send
         self._send_buffer_size = send_buffer_size
@@ -78,4 +79,5 @@ class FrameBatcher:
         if self._send_buffer_size() > MAX_PENDING_BYTES:
             self.dropped += items
             return
-        self._send([frame_header(self._kind, len(payload)), payload])
+        kind = self._kind
+        self._send([payload] if kind is None else [frame_header(kind, len(payload)), payload])

@@ -2,11 +2,11 @@
 
 A JSON line is written as bytes, piece by piece, straight into the batch's buffer (`ipc.batch`): values
 that need JSON escaping go through `json.dumps`, the rest are copied in. (Bytes need no encoding, and a
-str build would also work out the widest character of every piece.) The batch goes to the supervisor as
-one ACCESS frame on the control socket at `FLUSH_BYTES` or at the worker's next flush. The supervisor is
-the only writer of the file (`logging.writer`), so lines of several workers never interleave and SIGUSR1
-reopens one file in one place. If the supervisor falls behind, lines are dropped and counted, never
-waited for.
+str build would also work out the widest character of every piece.) The batch goes to the supervisor,
+unframed, on the worker's access socket (apart from the control socket) at `FLUSH_BYTES` or at the
+worker's next flush. The supervisor's writer thread is the only writer of the file (`logging.writer`),
+so lines of several workers never interleave and SIGUSR1 reopens one file in one place. If the writer
+falls behind, lines are dropped and counted, never waited for.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Final
 from librt.strings import BytesWriter
 
 from sentinel.config.model import AccessLogConfig, AccessLogFormat, RouteConfig
-from sentinel.ipc import ACCESS
 from sentinel.ipc.batch import FrameBatcher
 from sentinel.logging.timestamps import THREE_DIGITS, rfc3339_ms
 
@@ -147,7 +146,7 @@ class AccessLog:
         send_buffer_size: Callable[[], int],
         rng: Callable[[], float] = random.random,
     ) -> None:
-        self.batch = FrameBatcher(ACCESS, send, send_buffer_size, max_bytes=FLUSH_BYTES)
+        self.batch = FrameBatcher(None, send, send_buffer_size, max_bytes=FLUSH_BYTES)
         self._combined = config.format is AccessLogFormat.COMBINED
         self.with_trace = config.include_trace_id
         self._rate = config.sample_rate

@@ -6,7 +6,8 @@
   new generation of workers on the same sockets before the old one drains; SIGTERM/SIGINT drain all.
 - Active health checks run here once and reach every worker over its control socket.
 - The span exporter, the access-log writer and the metrics endpoint run here, once for all workers:
-  workers send spans, log lines and metric snapshots over their control sockets.
+  workers send spans and metric snapshots over their control sockets, and log lines over a socket of
+  their own that the writer's thread reads.
 - SIGUSR1 reopens the log files (here and in every worker) after log rotation.
 """
 
@@ -36,7 +37,7 @@ from sentinel.config import (
     read_config_file,
 )
 from sentinel.config.model import AccessLogConfig, ListenerConfig, MetricsConfig
-from sentinel.ipc import ACCESS, CONTROL, SPANS, FrameSplitter, decode_control, encode_control
+from sentinel.ipc import CONTROL, SPANS, FrameSplitter, decode_control, encode_control
 from sentinel.logging import app as app_log
 from sentinel.logging.writer import AccessLogWriter
 from sentinel.metrics.aggregate import Aggregator
@@ -146,6 +147,7 @@ class Supervisor:
         self.metrics_server: MetricsServer | None = None
         access = access_log_config(config)
         self.access_writer: AccessLogWriter | None = AccessLogWriter(access.file) if access is not None else None
+        self._finishing_writers: list[AccessLogWriter] = []  # replaced by a reload, still fed by old workers
         self.log_handler: app_log.LineHandler | None = None
         self._scrape_ids = 0
 
@@ -180,14 +182,33 @@ class Supervisor:
         child.set_inheritable(True)
         args = [sys.executable, "-m", "sentinel.worker", "--source", self.config.source, "--index", str(slot)]
         args += ["--control-fd", str(child.fileno())]
+        passed = [child]
+        # The access log has a socket of its own, read by the writer's thread, not by this event loop.
+        access_writer = self.access_writer
+        access_parent: socket.socket | None = None
+        if access_writer is not None:
+            access_parent, access_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            access_child.set_inheritable(True)
+            args += ["--access-fd", str(access_child.fileno())]
+            passed.append(access_child)
         for listener_id, sock in sockets.items():
             args += ["--listen", f"{listener_id}={sock.fileno()}"]
-        process = await asyncio.create_subprocess_exec(
-            *args,
-            stdin=asyncio.subprocess.PIPE,
-            pass_fds=[child.fileno(), *(s.fileno() for s in sockets.values())],
-        )
-        child.close()
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *args,
+                stdin=asyncio.subprocess.PIPE,
+                pass_fds=[*(s.fileno() for s in passed), *(s.fileno() for s in sockets.values())],
+            )
+        except BaseException:
+            parent.close()
+            if access_parent is not None:
+                access_parent.close()
+            raise
+        finally:
+            for sock in passed:
+                sock.close()
+        if access_writer is not None and access_parent is not None:
+            access_writer.attach(access_parent)
         assert process.stdin is not None
         process.stdin.write(self.config_text.encode())
         process.stdin.close()
@@ -250,9 +271,6 @@ class Supervisor:
                     self.exporter.offer_framed(payload)
                 except ValueError as e:  # a worker bug; the frame is lost, not the supervisor
                     log(f"worker {handle.slot} sent a malformed SPANS frame: {e}", logging.ERROR)
-        elif kind == ACCESS:
-            if self.access_writer is not None:
-                self.access_writer.write(payload)
         elif kind == CONTROL:
             message = decode_control(payload)
             kind_name = message.get("type")
@@ -298,8 +316,6 @@ class Supervisor:
             handle.pending.clear()
         live = [h.snapshot for h in handles if h.snapshot is not None]
         totals, gauges = self.aggregator.combine(live)
-        if self.access_writer is not None:
-            totals.access_log_dropped += self.access_writer.dropped_lines
         return render(SentinelCollector(totals, gauges, ExporterFigures.of(self.exporter)), accept)
 
     async def _answer_scrape(self, handle: WorkerHandle, message: dict[str, Any]) -> None:
@@ -336,17 +352,24 @@ class Supervisor:
                 self.log_handler = app_log.configure(self.config.observability.logging)
             except OSError as exc:
                 log(f"cannot open the application log: {exc}", logging.ERROR)
-        if access_log_config(old) != access_log_config(self.config):
-            previous = self.access_writer
-            access = access_log_config(self.config)
-            try:
-                self.access_writer = AccessLogWriter(access.file) if access is not None else None
-            except OSError as exc:
-                log(f"cannot open the access log: {exc}", logging.ERROR)
-                return
-            if previous is not None:
-                # Lines still arriving from the old workers go to the new destination.
-                previous.close()
+
+    def _finish_writer(self, writer: AccessLogWriter | None) -> None:
+        if writer is not None:
+            writer.finish()
+            self._finishing_writers.append(writer)
+
+    def _open_access_writer(self, old: Config) -> bool:
+        """A writer for the new config's access log, if it differs from `old`'s; says whether it was swapped
+        (a file that cannot be opened keeps the running writer)."""
+        access = access_log_config(self.config)
+        if access_log_config(old) == access:
+            return False
+        try:
+            self.access_writer = AccessLogWriter(access.file) if access is not None else None
+        except OSError as exc:
+            log(f"cannot open the access log: {exc}", logging.ERROR)
+            return False
+        return True
 
     def reopen_logs(self) -> None:
         """SIGUSR1: reopen the log files here and in every worker (after log rotation)."""
@@ -422,6 +445,9 @@ class Supervisor:
             return
         previous = (self.config, self.config_text)
         self.config, self.config_text = config, text
+        # The new workers are given their access sockets as they start, so the writer comes first.
+        previous_writer = self.access_writer
+        swapped = self._open_access_writer(previous[0])
         try:
             ok = await self.start_generation()
         except OSError as exc:
@@ -429,8 +455,15 @@ class Supervisor:
             log(f"reload failed: {exc}", logging.ERROR)
         if not ok:
             self.config, self.config_text = previous
+            if swapped:
+                self._finish_writer(self.access_writer)
+                self.access_writer = previous_writer
             log("reload failed: the new workers did not start; keeping the running configuration", logging.ERROR)
             return
+        if swapped:
+            # The old workers' lines still go where they went when those workers started (as nginx's
+            # old workers keep their log files); the old writer closes once the last of them exits.
+            self._finish_writer(previous_writer)
         self.health.configure(config)
         self._reload_logs(previous[0])
         await self._reload_metrics_server(previous[0])
@@ -508,8 +541,9 @@ class Supervisor:
         self._close_unused_sockets()
         for sock in self.sockets.values():
             sock.close()
-        if self.access_writer is not None:
-            self.access_writer.close()
+        for writer in [*self._finishing_writers, self.access_writer]:
+            if writer is not None:
+                writer.close()
         return 0
 
     async def _reload_loop(self, reloads: asyncio.Queue[None]) -> None:

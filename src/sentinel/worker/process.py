@@ -62,10 +62,18 @@ def tls_context(listener: ListenerConfig) -> ssl.SSLContext | None:
 
 
 class Worker:
-    def __init__(self, config: Config, sockets: dict[str, socket.socket], control: socket.socket, index: int) -> None:
+    def __init__(
+        self,
+        config: Config,
+        sockets: dict[str, socket.socket],
+        control: socket.socket,
+        index: int,
+        access: socket.socket | None = None,
+    ) -> None:
         self.config = config
         self.sockets = sockets
         self.control = control
+        self.access = access  # where the access-log lines go (the supervisor's writer thread reads it)
         self.index = index
         self.contexts: list[ListenerContext] = []
         self.clusters: dict[str, Cluster] = {}
@@ -95,8 +103,15 @@ class Worker:
             recorder = SpanRecorder(writer.writelines, writer.transport.get_write_buffer_size)
         self.recorder = recorder
         access = self.config.observability.logging.access_log
+        access_writer: asyncio.StreamWriter | None = None
         if access is not None and access.enabled:
-            self.access_log = AccessLog(access, writer.writelines, writer.transport.get_write_buffer_size)
+            if self.access is None:  # the supervisor could not open the file; it said so in its log
+                log.warning("access log configured but not open in the supervisor: no access-log lines")
+            else:
+                _, access_writer = await asyncio.open_unix_connection(sock=self.access)
+                self.access_log = AccessLog(
+                    access, access_writer.writelines, access_writer.transport.get_write_buffer_size
+                )
         if self.config.agents:
             self.agents = AgentManager(self.config, loop, self.metrics)
             self.agents.start()
@@ -146,6 +161,8 @@ class Worker:
         if self.metrics is not None:
             writer.write(encode_control({"type": "metrics", "id": 0, "final": True, "snapshot": self.snapshot()}))
         await writer.drain()
+        if access_writer is not None:
+            await access_writer.drain()
         return 0
 
     def snapshot(self) -> Snapshot:
@@ -264,6 +281,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--source", required=True)
     parser.add_argument("--index", type=int, default=0)
     parser.add_argument("--control-fd", type=int, required=True)
+    parser.add_argument("--access-fd", type=int, default=None)
     parser.add_argument("--listen", action="append", default=[], metavar="LISTENER_ID=FD")
     args = parser.parse_args(argv)
     text = sys.stdin.read()
@@ -277,7 +295,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         listener_id, _, fd = item.rpartition("=")
         sockets[listener_id] = socket.socket(fileno=int(fd))
     control = socket.socket(fileno=args.control_fd)
-    worker = Worker(config, sockets, control, args.index)
+    access = socket.socket(fileno=args.access_fd) if args.access_fd is not None else None
+    worker = Worker(config, sockets, control, args.index, access)
     try:
         worker.log_handler = app_log.configure(config.observability.logging)
     except OSError as exc:
