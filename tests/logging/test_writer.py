@@ -80,9 +80,9 @@ def test_finish_closes_once_the_last_worker_is_gone(tmp_path: Path) -> None:
     writer.finish()  # a reload replaced this writer; its old worker is still draining
     old.sendall(lines("old"))
     wait_for(lambda: path.read_bytes() == lines("old"), what="the old worker's lines")
-    assert writer._thread.is_alive()
+    assert writer.running
     old.close()
-    wait_for(lambda: not writer._thread.is_alive(), what="the writer to finish")
+    wait_for(lambda: not writer.running, what="the writer to finish")
     writer.close()  # a no-op by now, and safe
     assert path.read_bytes() == lines("old")
 

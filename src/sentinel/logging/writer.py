@@ -66,6 +66,11 @@ class AccessLogWriter:
         self._thread = threading.Thread(target=self._run, name="sentinel-access-log", daemon=True)
         self._thread.start()
 
+    @property
+    def running(self) -> bool:
+        """False once the thread has ended (closed, or finished with its last worker gone)."""
+        return self._thread.is_alive()
+
     def attach(self, sock: socket.socket) -> None:
         """Read a worker's lines from `sock` until the worker closes its end; the writer owns `sock` now."""
         self._command(_ATTACH, sock)

@@ -207,7 +207,8 @@ class Supervisor:
         finally:
             for sock in passed:
                 sock.close()
-        if access_writer is not None and access_parent is not None:
+        if access_parent is not None:
+            assert access_writer is not None
             access_writer.attach(access_parent)
         assert process.stdin is not None
         process.stdin.write(self.config_text.encode())
@@ -354,6 +355,8 @@ class Supervisor:
                 log(f"cannot open the application log: {exc}", logging.ERROR)
 
     def _finish_writer(self, writer: AccessLogWriter | None) -> None:
+        # Writers whose old workers have all exited are done: only the others are kept for shutdown.
+        self._finishing_writers = [w for w in self._finishing_writers if w.running]
         if writer is not None:
             writer.finish()
             self._finishing_writers.append(writer)
